@@ -1,0 +1,278 @@
+"""What the DataLoader machinery sees instead of the user's dataset.
+
+``ReproLoader.dataset`` stays the user's object; only the iterators get a wrapper.
+A map-style wrapper receives *units* from :class:`~reproloader._units.UnitSampler`,
+``(epoch, serial, position, indices)``, instead of bare indices, so the process that
+fetches a batch knows exactly which randomness it needs, whichever worker it is and
+however many batches were fetched before. An iterable wrapper cannot be told per
+batch (torch's fetcher pulls samples with ``next`` and passes no index), so it counts
+samples in its worker's stream and starts a unit every ``batch_size`` of them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import operator
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.utils.data
+from torch.utils.data import Dataset, IterableDataset
+
+from reproloader._producer import Plan, Producer
+from reproloader.exceptions import ConfigError
+from reproloader.seeding import Purpose
+
+__all__ = ["IterableWrapper", "MapWrapper", "Unit", "WorkerInit", "accepts_rng"]
+
+Unit = tuple[int, int, int, Any]
+"""``(epoch, serial, position, payload)``: payload is a list of indices, or one index
+without automatic batching. ``serial`` numbers the loader's passes; only worker scope
+reads it, to know when a worker's stream must restart."""
+
+
+def accepts_rng(fn: Callable[..., Any] | None) -> bool:
+    """Whether ``fn`` takes an ``rng`` keyword argument."""
+    if fn is None:
+        return False
+    try:
+        parameter = inspect.signature(fn).parameters.get("rng")
+    except (TypeError, ValueError):  # builtins and C extensions without a signature
+        return False
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+
+
+class _Wrapper:
+    # Shared by both wrappers: the per-process Producer, which is never pickled.
+    dataset: Any
+    plan: Plan
+    _producer: Producer | None
+
+    def producer(self) -> Producer:
+        producer = self._producer
+        if producer is None:
+            producer = self._producer = Producer(self.plan, self.dataset)
+        return producer
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_producer"] = None
+        return state
+
+
+def _sample_unit(index: object) -> int:
+    try:
+        return operator.index(index)  # type: ignore[arg-type]
+    except TypeError:
+        raise ConfigError(
+            f"rng_scope='sample' keys each sample's randomness by its integer dataset "
+            f"index, but the sampler produced {index!r} of type {type(index).__name__}; "
+            "use rng_scope='batch' for datasets indexed by other keys"
+        ) from None
+
+
+class MapWrapper(_Wrapper, Dataset[Any]):
+    """Reseeds before each unit, then calls the user's map-style dataset."""
+
+    def __init__(self, dataset: Dataset[Any], plan: Plan) -> None:
+        self.dataset = dataset
+        self.plan = plan
+        self._producer = None
+        items = getattr(dataset, "__getitems__", None)
+        self._has_getitems = callable(items)
+        self._getitems_rng = accepts_rng(items)
+        self._getitem_rng = accepts_rng(getattr(dataset, "__getitem__", None))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _one(self, producer: Producer, index: Any) -> Any:
+        if self._getitem_rng:
+            return self.dataset.__getitem__(index, rng=producer.rng)
+        return self.dataset[index]
+
+    def _sample(self, producer: Producer, epoch: int, position: int, index: Any) -> Any:
+        unit = _sample_unit(index)
+        producer.begin(
+            Purpose.SAMPLE, (epoch,), unit, epoch=epoch, batch_index=position, sample_index=unit
+        )
+        return self._one(producer, index)
+
+    def _start(self, producer: Producer, epoch: int, serial: int, position: int) -> None:
+        plan = self.plan
+        if plan.scope == "batch":
+            producer.begin(
+                Purpose.BATCH, (epoch, plan.rank), position, epoch=epoch, batch_index=position
+            )
+        elif producer.stream != (epoch, serial):  # worker scope, first unit of a pass here
+            producer.stream = (epoch, serial)
+            producer.begin(
+                Purpose.WORKER,
+                (epoch, plan.rank),
+                producer.worker_id,
+                epoch=epoch,
+                batch_index=position,
+            )
+        else:
+            producer.at(epoch=epoch, batch_index=position)
+
+    def __getitems__(self, unit: Unit) -> list[Any]:
+        epoch, serial, position, indices = unit
+        producer = self.producer()
+        producer.enter_epoch(epoch)
+        if self.plan.scope == "sample":
+            # Per-sample streams: the user's __getitems__ would draw for all samples
+            # from one stream, so each sample goes through __getitem__.
+            return [self._sample(producer, epoch, position, i) for i in indices]
+        self._start(producer, epoch, serial, position)
+        dataset = self.dataset
+        if self._has_getitems:
+            if self._getitems_rng:
+                return dataset.__getitems__(indices, rng=producer.rng)  # type: ignore[no-any-return]
+            return dataset.__getitems__(indices)  # type: ignore[no-any-return]
+        if self._getitem_rng:
+            rng = producer.rng
+            return [dataset.__getitem__(i, rng=rng) for i in indices]
+        return [dataset[i] for i in indices]
+
+    def __getitem__(self, unit: Unit) -> Any:
+        # Without automatic batching (batch_size=None) each unit is one sample.
+        epoch, serial, position, index = unit
+        producer = self.producer()
+        producer.enter_epoch(epoch)
+        if self.plan.scope == "sample":
+            return self._sample(producer, epoch, position, index)
+        self._start(producer, epoch, serial, position)
+        return self._one(producer, index)
+
+
+class IterableWrapper(_Wrapper, IterableDataset[Any]):
+    """Reseeds at unit boundaries of each worker's stream of an iterable dataset.
+
+    ``shared`` is a 2-element int64 tensor in shared memory holding the current
+    ``(epoch, serial)``: persistent workers call ``iter`` again at every epoch but
+    receive nothing else from the main process, so they read the epoch from it.
+    """
+
+    def __init__(
+        self, dataset: IterableDataset[Any], plan: Plan, shared: torch.Tensor | None
+    ) -> None:
+        self.dataset = dataset
+        self.plan = plan
+        self._producer = None
+        self._shared = shared
+        self.epoch = 0
+        self.serial = 0
+
+    def __iter__(self) -> UnitIterator:
+        if self._shared is not None:
+            epoch, serial = self._shared.tolist()
+        else:
+            epoch, serial = self.epoch, self.serial
+        return UnitIterator(self, epoch, serial)
+
+
+class UnitIterator(Iterator[Any]):
+    """One worker's pass over an iterable dataset, reseeding where units start.
+
+    The user's ``iter(dataset)`` is called at the first ``next``, after the first
+    unit's reseed, so randomness in ``__iter__`` (shuffling shards, say) belongs to
+    that unit. ``position`` counts the samples handed out in this pass.
+    """
+
+    def __init__(self, wrapper: IterableWrapper, epoch: int, serial: int) -> None:
+        self._wrapper = wrapper
+        self.epoch = epoch
+        self.serial = serial
+        self.position = 0
+        self._it: Iterator[Any] | None = None
+
+    def __iter__(self) -> UnitIterator:
+        return self
+
+    def _begin(self, producer: Producer, position: int) -> None:
+        plan = self._wrapper.plan
+        epoch = self.epoch
+        batch = position // plan.batch_size
+        if plan.scope == "batch":
+            path = (epoch, plan.rank, producer.worker_id)
+            producer.begin(Purpose.ITER_BATCH, path, batch, epoch=epoch, batch_index=batch)
+        elif plan.scope == "sample":
+            path = (epoch, plan.rank, producer.worker_id)
+            producer.begin(
+                Purpose.ITER_SAMPLE,
+                path,
+                position,
+                epoch=epoch,
+                batch_index=batch,
+                sample_index=position,
+            )
+        else:
+            path = (epoch, plan.rank)
+            producer.begin(
+                Purpose.WORKER, path, producer.worker_id, epoch=epoch, batch_index=batch
+            )
+
+    def __next__(self) -> Any:
+        wrapper = self._wrapper
+        producer = wrapper.producer()
+        position = self.position
+        it = self._it
+        if it is None:
+            producer.enter_epoch(self.epoch)
+            self._begin(producer, 0)
+            it = self._it = iter(wrapper.dataset)
+        else:
+            plan = wrapper.plan
+            if plan.scope == "sample" or (
+                plan.scope == "batch" and position % plan.batch_size == 0
+            ):
+                self._begin(producer, position)
+            else:
+                producer.at(epoch=self.epoch, batch_index=position // plan.batch_size)
+        item = next(it)
+        self.position = position + 1
+        return item
+
+
+class WorkerInit:
+    """The ``worker_init_fn`` the workers really get; it calls the user's last.
+
+    It seeds the worker from the tree (so the user's ``worker_init_fn`` draws
+    reproducible numbers and can call ``get_context()``), and makes
+    ``get_worker_info().dataset`` the user's dataset rather than the wrapper, since
+    the documented IterableDataset recipe configures shards through it.
+    """
+
+    def __init__(self, epoch: int, user_fn: Callable[[int], None] | None) -> None:
+        self.epoch = epoch
+        self.user_fn = user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        info = torch.utils.data.get_worker_info()
+        assert info is not None, "WorkerInit runs in DataLoader workers only"
+        wrapper: MapWrapper | IterableWrapper = info.dataset  # type: ignore[assignment]
+        producer = wrapper.producer()
+        producer.enter_epoch(self.epoch)
+        producer.begin(
+            Purpose.WORKER_INIT,
+            (self.epoch, wrapper.plan.rank),
+            worker_id,
+            epoch=self.epoch,
+            batch_index=None,
+        )
+        torch.utils.data._utils.worker._worker_info = torch.utils.data._utils.worker.WorkerInfo(  # noqa: SLF001
+            id=info.id,
+            num_workers=info.num_workers,
+            seed=torch.initial_seed(),
+            dataset=wrapper.dataset,
+        )
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+            # worker_init_fn commonly stores a fresh RNG on the dataset
+            # (get_worker_info().dataset.rng = ...): reseed that one too.
+            producer.find_attribute_rngs()

@@ -1,0 +1,158 @@
+"""The per-process engine: gets a process ready to produce one unit.
+
+A :class:`Producer` lives in each process that produces data (every worker, and the
+main process with ``num_workers=0``). ``begin`` is the whole per-unit cost: move the
+seed-word Philox to the unit, reseed the enabled global RNGs and the dataset's RNG
+attributes, move the context Generator (only once it has been handed out: before
+that nobody can hold it) and publish the context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch.utils.data
+
+from reproloader import context as _context
+from reproloader._rngs import AttributeRngs, GlobalRngs, find_rngs
+from reproloader.context import RngScope, WorkerContext
+from reproloader.seeding import Lane, Purpose, SeedTree, UnitStreams
+
+__all__ = ["Plan", "Producer"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every producing process needs to know; fixed for one loader iterator.
+
+    Attributes:
+        tree: the loader's seed tree.
+        scope: the loader's rng_scope.
+        rank: the rank in ``torch.distributed`` when the iterator was made.
+        world_size: the number of ranks then.
+        num_workers: the loader's ``num_workers``.
+        batch_size: samples per batch (1 without automatic batching); for iterable
+            datasets it is also where one unit ends in batch scope.
+        reseed_globals: names of the process-wide RNGs to reseed.
+        reseed_dataset_rngs: whether to reseed RNG objects found on the dataset.
+    """
+
+    tree: SeedTree
+    scope: RngScope
+    rank: int
+    world_size: int
+    num_workers: int
+    batch_size: int
+    reseed_globals: frozenset[str]
+    reseed_dataset_rngs: bool
+
+
+class Producer:
+    """Readies this process for a unit; one per process and dataset wrapper."""
+
+    def __init__(self, plan: Plan, dataset: object) -> None:
+        self.plan = plan
+        self._dataset = dataset
+        info = torch.utils.data.get_worker_info()
+        self.in_worker = info is not None
+        self.worker_id = info.id if info is not None else 0
+        self._streams = UnitStreams()
+        self._globals = GlobalRngs(plan.reseed_globals)
+        self._attributes = AttributeRngs([])
+        self._rng: np.random.Generator | None = None
+        self._key: npt.NDArray[np.uint64] | None = None
+        self._unit = 0
+        self._entered_epoch: int | None = None
+        self.stream: Any = None  # worker scope: which pass the running stream belongs to
+        self._epoch = 0
+        self._batch_index: int | None = None
+        self._sample_index: int | None = None
+        self._context: WorkerContext | None = None
+
+    def enter_epoch(self, epoch: int) -> None:
+        """First unit of ``epoch`` in this process: propagate the epoch, find RNGs."""
+        if epoch == self._entered_epoch:
+            return
+        self._entered_epoch = epoch
+        set_epoch = getattr(self._dataset, "set_epoch", None)
+        if self.in_worker and callable(set_epoch):
+            # The main process already called it on its copy; a persistent worker's
+            # copy would otherwise stay at the epoch it was started in.
+            set_epoch(epoch)
+        self.find_attribute_rngs()
+
+    def find_attribute_rngs(self) -> None:
+        """Look for RNG objects on the dataset again (they may be new or replaced)."""
+        if self.plan.reseed_dataset_rngs:
+            self._attributes = AttributeRngs(find_rngs(self._dataset, "dataset"))
+
+    @property
+    def attribute_paths(self) -> list[str]:
+        """Where the RNGs reseeded on the dataset were found."""
+        return self._attributes.paths
+
+    def begin(
+        self,
+        purpose: Purpose,
+        path: tuple[int, ...],
+        unit: int,
+        *,
+        epoch: int,
+        batch_index: int | None,
+        sample_index: int | None = None,
+    ) -> None:
+        """Reseed everything for stream ``unit`` of node ``(purpose, *path)``."""
+        key = self.plan.tree.key(purpose, *path)
+        streams = self._streams
+        n = self._globals.n_words
+        if n:
+            self._globals.reseed(streams.words(key, unit, Lane.GLOBALS, n))
+        attributes = self._attributes
+        if attributes:
+            attributes.reseed(streams.words(key, unit, Lane.ATTRIBUTES, attributes.n_words))
+        if self._rng is not None:
+            streams.position(self._rng.bit_generator, key, unit, Lane.RNG)  # type: ignore[arg-type]
+        self._key = key
+        self._unit = unit
+        self.at(epoch=epoch, batch_index=batch_index, sample_index=sample_index)
+
+    def at(self, *, epoch: int, batch_index: int | None, sample_index: int | None = None) -> None:
+        """Publish the context for a unit without reseeding (a continuing stream)."""
+        self._epoch = epoch
+        self._batch_index = batch_index
+        self._sample_index = sample_index
+        self._context = None
+        _context._activate(self)  # noqa: SLF001
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The unit's Generator; created and moved to the unit on first use."""
+        rng = self._rng
+        if rng is None:
+            if self._key is None:
+                raise RuntimeError("Producer.rng used before any unit began")
+            rng = self._rng = UnitStreams.new_generator()
+            self._streams.position(rng.bit_generator, self._key, self._unit, Lane.RNG)  # type: ignore[arg-type]
+        return rng
+
+    def context(self) -> WorkerContext:
+        """The frozen context of the current unit (built once per unit, on demand)."""
+        ctx = self._context
+        if ctx is None:
+            plan = self.plan
+            ctx = self._context = WorkerContext(
+                rng=self.rng,
+                seed=plan.tree.seed,
+                epoch=self._epoch,
+                rank=plan.rank,
+                world_size=plan.world_size,
+                worker_id=self.worker_id,
+                num_workers=plan.num_workers,
+                scope=plan.scope,
+                batch_index=self._batch_index,
+                sample_index=self._sample_index,
+            )
+        return ctx

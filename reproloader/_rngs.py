@@ -1,0 +1,297 @@
+"""The RNGs code uses without being handed one, and how reproloader reseeds them.
+
+Two kinds:
+
+* the process-wide ones: python ``random``, numpy's legacy global ``RandomState``
+  (``np.random.rand`` and friends) and torch's CPU generator;
+* RNG objects stored on a dataset or sampler (``self.rng = np.random.default_rng(0)``
+  in ``__init__``), which every worker would otherwise copy and replay.
+
+Each unit reseeds them from words of its ``Lane.GLOBALS`` / ``Lane.ATTRIBUTES``
+streams, so what they produce is a function of the unit alone. In the main process
+the caller's states are saved before and restored after, so the training loop's own
+randomness never depends on data loading.
+
+Cost is what decides the shape of this module (measured on the CI machine, one
+call each): ``random.getstate`` 9.5 us, ``random.seed`` 4 us, ``torch``
+``get_state``/``manual_seed`` 1 us, but numpy's ``get_state``/``set_state`` 40 us
+each, about a third of a 32-sample batch of tiny samples. So numpy's MT19937 state
+is read and written as raw memory through ``BitGenerator.ctypes.state_address``
+(the interface numba uses), after a self-check against ``bit_generator.state``;
+where that check fails the slow public calls are used, with identical results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import random
+import types
+from collections.abc import Iterator
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+__all__ = ["GLOBAL_RNG_NAMES", "AttributeRngs", "GlobalRngs", "LegacyState", "find_rngs"]
+
+GLOBAL_RNG_NAMES: Final = ("numpy", "random", "torch")
+
+_MT_WORDS: Final = 624  # uint32 words of MT19937 state
+_MT_SEED_WORDS: Final = _MT_WORDS // 2  # uint64 words that fill them
+_MT_MSB: Final = 0x80000000  # key[0] = MSB only, as numpy's own seeding does: never all zero
+_RNG_TYPES: Final = (np.random.Generator, np.random.RandomState, random.Random, torch.Generator)
+
+
+def _u128(words: npt.NDArray[np.uint64], at: int) -> int:
+    return (int(words[at]) << 64) | int(words[at + 1])
+
+
+class LegacyState:
+    """Save, restore and reseed one ``np.random.RandomState``, cheaply where possible.
+
+    A RandomState's randomness is its MT19937 state (624 words and a position) plus a
+    cached second normal deviate (``has_gauss``/``gauss``) that legacy ``normal``
+    draws keep. The fast path copies the 2,500-byte MT19937 state struct directly and
+    learns about the cached deviate by drawing one normal: if the MT19937 state did
+    not move, the draw came from the cache.
+    """
+
+    __slots__ = ("_live", "fast", "rs")
+
+    def __init__(self, rs: np.random.RandomState) -> None:
+        self.rs = rs
+        self._live: npt.NDArray[np.uint32] | None = None
+        bit_generator = rs._bit_generator  # noqa: SLF001 - the only handle numpy gives
+        if isinstance(bit_generator, np.random.MT19937):
+            address = bit_generator.ctypes.state_address
+            raw = (ctypes.c_uint32 * (_MT_WORDS + 1)).from_address(address)
+            live = np.frombuffer(raw, dtype=np.uint32)
+            public = bit_generator.state["state"]
+            if np.array_equal(live[:_MT_WORDS], public["key"]) and int(live[-1]) == public["pos"]:
+                self._live = live
+        self.fast: Final = self._live is not None
+
+    def _take_gauss(self, live: npt.NDArray[np.uint32]) -> float | None:
+        # Empties the cached deviate; returns it if there was one.
+        pos, first = int(live[-1]), int(live[0])
+        value = float(self.rs.standard_normal())
+        if int(live[-1]) == pos and int(live[0]) == first:
+            return value  # served from the cache without touching MT19937
+        self.rs.standard_normal()  # that call drew a pair and cached one: consume it
+        return None
+
+    def save(self) -> Any:
+        """An opaque snapshot for :meth:`restore`. Leaves the RandomState scrambled."""
+        live = self._live
+        if live is None:
+            return self.rs.get_state()
+        mt = live.copy()
+        return mt, self._take_gauss(live)
+
+    def restore(self, snapshot: Any) -> None:
+        """Put back exactly the state :meth:`save` saw."""
+        live = self._live
+        if live is None:
+            self.rs.set_state(snapshot)
+            return
+        mt, gauss = snapshot
+        if gauss is None:
+            self._take_gauss(live)
+            live[:] = mt
+        else:  # rare: the caller left a cached deviate, which only set_state can put back
+            self.rs.set_state(("MT19937", mt[:_MT_WORDS], int(mt[-1]), 1, gauss))
+
+    def reseed(self, words: npt.NDArray[np.uint64]) -> None:
+        """Fill the whole MT19937 state from 312 words; clear the cached deviate."""
+        key = words[:_MT_SEED_WORDS].view(np.uint32).copy()
+        key[0] = _MT_MSB
+        live = self._live
+        if live is None:
+            self.rs.set_state(("MT19937", key, _MT_WORDS, 0, 0.0))
+            return
+        self._take_gauss(live)
+        live[:_MT_WORDS] = key
+        live[-1] = _MT_WORDS
+
+
+class GlobalRngs:
+    """The process-wide RNGs named in ``which``: reseed from words, save and restore.
+
+    Word layout of a unit's ``Lane.GLOBALS`` stream (fixed, whatever ``which`` holds,
+    so enabling one RNG never changes another's values): ``[0:2]`` python random
+    (128 bits), ``[2]`` torch, ``[3:315]`` numpy's whole MT19937 state.
+    """
+
+    __slots__ = ("_numpy", "_random", "_torch", "n_words")
+    n_words: int
+
+    def __init__(self, which: frozenset[str]) -> None:
+        unknown = which - set(GLOBAL_RNG_NAMES)
+        if unknown:
+            raise ValueError(f"unknown global RNG names {sorted(unknown)}; use {GLOBAL_RNG_NAMES}")
+        self._random = "random" in which
+        self._torch = "torch" in which
+        self._numpy = LegacyState(np.random.mtrand._rand) if "numpy" in which else None  # noqa: SLF001
+        if self._numpy is not None:
+            self.n_words = 3 + _MT_SEED_WORDS
+        else:
+            self.n_words = 3 if self._random or self._torch else 0
+
+    def reseed(self, words: npt.NDArray[np.uint64]) -> None:
+        """Reseed from the first :attr:`n_words` words of a ``Lane.GLOBALS`` stream."""
+        if self._random:
+            random.seed(_u128(words, 0))
+        if self._torch:
+            torch.default_generator.manual_seed(int(words[2]))
+        if self._numpy is not None:
+            self._numpy.reseed(words[3:])
+
+    def save(self) -> tuple[Any, Any, Any]:
+        """Snapshot of the enabled RNGs, for :meth:`restore`."""
+        return (
+            random.getstate() if self._random else None,
+            torch.default_generator.get_state() if self._torch else None,
+            self._numpy.save() if self._numpy is not None else None,
+        )
+
+    def restore(self, snapshot: tuple[Any, Any, Any]) -> None:
+        """Put back a :meth:`save` snapshot."""
+        py, pt, np_ = snapshot
+        if self._random:
+            random.setstate(py)
+        if self._torch:
+            torch.default_generator.set_state(pt)
+        if self._numpy is not None:
+            self._numpy.restore(np_)
+
+
+def _is_global(obj: object) -> bool:
+    return obj is random._inst or obj is np.random.mtrand._rand  # type: ignore[attr-defined]  # noqa: SLF001
+
+
+_NO_DESCENT: Final = (
+    types.ModuleType,
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    torch.Tensor,
+    np.ndarray,
+    str,
+    bytes,
+)
+_MAX_DEPTH: Final = 4
+_MAX_CONTAINER: Final = 64
+
+
+def find_rngs(root: object, name: str) -> list[tuple[str, Any]]:
+    """RNG objects reachable from ``root`` through attributes, sorted by path.
+
+    Descends through instance attributes, and lists, tuples and dicts of at most 64
+    items, up to four levels (``dataset.transform.transforms[2].rng``). Each object
+    is reported once, under its first path in sorted order; the process-wide RNGs
+    are left out (they are reseeded as such).
+    """
+    found: dict[int, tuple[str, Any]] = {}
+    seen: set[int] = set()
+
+    def children(obj: object) -> Iterator[tuple[str, object]]:
+        if isinstance(obj, (list, tuple)):
+            if len(obj) <= _MAX_CONTAINER:
+                yield from ((f"[{i}]", v) for i, v in enumerate(obj))
+        elif isinstance(obj, dict):
+            if len(obj) <= _MAX_CONTAINER:
+                yield from ((f"[{k!r}]", v) for k, v in obj.items())
+        elif not isinstance(obj, _NO_DESCENT):
+            attrs = getattr(obj, "__dict__", None)
+            if isinstance(attrs, dict):
+                yield from ((f".{k}", v) for k, v in attrs.items())
+
+    def walk(obj: object, path: str, depth: int) -> None:
+        if isinstance(obj, _RNG_TYPES):
+            if not _is_global(obj):
+                previous = found.get(id(obj))
+                if previous is None or path < previous[0]:
+                    found[id(obj)] = (path, obj)
+            return
+        if depth == _MAX_DEPTH or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        for suffix, child in children(obj):
+            walk(child, path + suffix, depth + 1)
+
+    walk(root, name, 0)
+    return sorted(found.values(), key=lambda item: item[0])
+
+
+def _generator_state(bit_generator: np.random.BitGenerator, words: npt.NDArray[np.uint64]) -> Any:
+    # A fresh state for a Generator's bit generator, of the same type, from 4 words.
+    kind = type(bit_generator).__name__
+    if kind in ("PCG64", "PCG64DXSM"):
+        return {
+            "bit_generator": kind,
+            "state": {"state": _u128(words, 0), "inc": _u128(words, 2) | 1},
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
+    if kind == "Philox":
+        return {
+            "bit_generator": kind,
+            "state": {"counter": np.zeros(4, np.uint64), "key": words[:2].copy()},
+            "buffer": np.zeros(4, np.uint64),
+            "buffer_pos": 4,
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
+    # Other bit generators (MT19937, SFC64, third-party) seed through their own
+    # constructor; slower, and rare on datasets.
+    seed_sequence = np.random.SeedSequence(words[:4].view(np.uint32))
+    return type(bit_generator)(seed_sequence).state
+
+
+def _words_for(rng: object) -> int:
+    return _MT_SEED_WORDS if isinstance(rng, np.random.RandomState) else 4
+
+
+class AttributeRngs:
+    """RNG objects found on a dataset or sampler, reseeded in place per unit.
+
+    In place means the same object gets a new state, so code that cached a
+    reference (``self.rng``, a transform holding it) sees the reseeded stream.
+    Words come sequentially from a unit's ``Lane.ATTRIBUTES`` stream in path order:
+    4 per object, 312 per RandomState.
+    """
+
+    __slots__ = ("_legacy", "n_words", "rngs")
+
+    def __init__(self, rngs: list[tuple[str, Any]]) -> None:
+        self.rngs: Final = rngs
+        self._legacy = {
+            id(rng): LegacyState(rng) for _, rng in rngs if isinstance(rng, np.random.RandomState)
+        }
+        self.n_words: Final = sum(_words_for(rng) for _, rng in rngs)
+
+    def __bool__(self) -> bool:
+        return bool(self.rngs)
+
+    @property
+    def paths(self) -> list[str]:
+        """Where each RNG was found, e.g. ``dataset.rng``."""
+        return [path for path, _ in self.rngs]
+
+    def reseed(self, words: npt.NDArray[np.uint64]) -> None:
+        """Reseed every object from the first :attr:`n_words` words of its stream."""
+        at = 0
+        for _, rng in self.rngs:
+            n = _words_for(rng)
+            chunk = words[at : at + n]
+            at += n
+            if isinstance(rng, np.random.Generator):
+                rng.bit_generator.state = _generator_state(rng.bit_generator, chunk)
+            elif isinstance(rng, np.random.RandomState):
+                self._legacy[id(rng)].reseed(chunk)
+            elif isinstance(rng, random.Random):
+                rng.seed(_u128(chunk, 0))
+            else:
+                rng.manual_seed(int(chunk[0]))

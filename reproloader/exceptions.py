@@ -1,0 +1,55 @@
+"""Exceptions raised by reproloader.
+
+Every exception also inherits from the builtin it is closest to, so existing
+``except ValueError`` / ``except RuntimeError`` blocks keep working::
+
+    ReproError
+    ├── ContextError (RuntimeError)      get_context() called outside a ReproLoader unit
+    ├── ConfigError (ValueError)         a setting that cannot work together with another
+    └── StateError (ValueError)          a state_dict that cannot be resumed here
+        ├── StateMismatchError           saved and current loader differ (lists every field)
+        └── StateVersionError            unknown or newer state format
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ContextError",
+    "ReproError",
+    "StateError",
+    "StateMismatchError",
+    "StateVersionError",
+]
+
+
+class ReproError(Exception):
+    """Base class of every error reproloader raises on purpose."""
+
+
+class ContextError(ReproError, RuntimeError):
+    """``get_context()`` was called where no ReproLoader unit is being produced."""
+
+
+class ConfigError(ReproError, ValueError):
+    """A combination of loader arguments and config fields that cannot work."""
+
+
+class StateError(ReproError, ValueError):
+    """A ``state_dict`` that this loader cannot resume from."""
+
+
+class StateMismatchError(StateError):
+    """The saved state was taken from a loader that differs from this one.
+
+    Attributes:
+        mismatches: ``{field: (saved, current)}`` for every field that differs.
+    """
+
+    def __init__(self, message: str, mismatches: dict[str, tuple[object, object]]) -> None:
+        super().__init__(message)
+        self.mismatches = mismatches
+
+
+class StateVersionError(StateError):
+    """The state's format version is unknown to this release of reproloader."""

@@ -1,0 +1,409 @@
+"""``ReproLoader``: the DataLoader drop-in. It connects the parts and does no RNG math.
+
+How a batch is made (see docs/how-it-works.md for the diagram):
+
+1. ``__iter__`` starts a *pass*: the epoch advances (or stays, after
+   ``set_epoch``/``load_state_dict``), ``set_epoch`` reaches sampler, batch sampler
+   and dataset, and the pass gets a serial number.
+2. The torch/torchdata iterator is built from a *view* of the loader whose
+   ``dataset`` is a wrapper, whose index sampler yields units
+   ``(epoch, serial, position, indices)``, whose ``generator`` is private (so
+   iterating never draws from the caller's RNG) and whose ``worker_init_fn`` seeds
+   workers from the tree first. ``loader.dataset`` and every other attribute stay
+   what the user passed.
+3. Whichever process fetches a unit reseeds for it (``_producer.Producer``); with
+   ``num_workers=0`` that happens inside an :class:`~reproloader._isolation.Isolation`
+   window that restores the caller's RNG states afterwards.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import torch
+import torch.multiprocessing
+import torch.utils.data
+from torch.utils.data import Dataset, IterableDataset, Sampler
+from torch.utils.data.datapipes.datapipe import IterDataPipe, MapDataPipe
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.stateful_dataloader import (
+    _StatefulMultiProcessingDataLoaderIter,
+    _StatefulSingleProcessDataLoaderIter,
+)
+
+from reproloader._dataset import IterableWrapper, MapWrapper, WorkerInit
+from reproloader._isolation import Isolation
+from reproloader._producer import Plan
+from reproloader._rngs import GlobalRngs
+from reproloader._units import Pass, SamplerRngs, UnitSampler, fast_mode
+from reproloader.config import ReproConfig
+from reproloader.exceptions import ConfigError
+from reproloader.sampler import SeededRandomSampler
+from reproloader.seeding import MAX_PATH_ELEMENT, MAX_SEED, SeedTree
+
+__all__ = ["ReproLoader"]
+
+_T_co = TypeVar("_T_co", covariant=True)
+
+# Attributes that, like DataLoader's own guarded ones, fix what the loader produces.
+_FROZEN_AFTER_INIT = frozenset({"seed", "config", "shuffle"})
+
+
+def _distributed() -> tuple[int, int]:
+    """``(rank, world_size)`` of the default process group, or ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _start_method(context: object) -> str | None:
+    if context is None:
+        return None
+    if isinstance(context, str):
+        return context
+    get = getattr(context, "get_start_method", None)
+    return get() if callable(get) else None
+
+
+class _IteratorView:
+    """The loader as torch's iterators must see it; every other attribute delegates."""
+
+    def __init__(self, loader: ReproLoader[Any], **overrides: Any) -> None:
+        self._loader = loader
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _SingleProcessIter(_StatefulSingleProcessDataLoaderIter):  # type: ignore[misc]
+    """torchdata's in-process iterator, fetching each batch inside an isolation window."""
+
+    def __init__(self, view: _IteratorView, state: Any, isolation: Isolation) -> None:
+        self._isolation = isolation
+        super().__init__(view, state)
+
+    def _next_data(self) -> Any:
+        with self._isolation:
+            return super()._next_data()
+
+
+class ReproLoader(StatefulDataLoader[_T_co]):
+    """A ``torch.utils.data.DataLoader`` whose randomness is a pure function of its position.
+
+    Change the import and the class name; every DataLoader argument keeps its meaning
+    and default. Each batch's randomness (python ``random``, numpy's global RNG,
+    torch's CPU RNG, RNG objects on the dataset, and :func:`get_context`'s
+    ``rng``) derives from (seed, epoch, rank, batch index), so it does not depend on
+    ``num_workers``, the start method, ``persistent_workers``, or what ran before.
+    Iterating never changes the caller's RNG states.
+
+    Args:
+        dataset: as for DataLoader; ``loader.dataset`` stays this object.
+        batch_size: as for DataLoader.
+        shuffle: as for DataLoader; the order of each epoch is a permutation derived
+            from (seed, epoch) by :class:`SeededRandomSampler`.
+        sampler: as for DataLoader. Its ``set_epoch`` is called at each epoch.
+        batch_sampler: as for DataLoader. Its ``set_epoch`` is called at each epoch.
+        num_workers: as for DataLoader.
+        collate_fn: as for DataLoader; it runs inside the unit, so its randomness
+            (MixUp, say) is reproducible too.
+        pin_memory: as for DataLoader.
+        drop_last: as for DataLoader.
+        timeout: as for DataLoader.
+        worker_init_fn: as for DataLoader; it runs after the worker is seeded from
+            the tree, so its draws are reproducible too.
+        multiprocessing_context: as for DataLoader; or set ``config.start_method``.
+        generator: as for DataLoader; when ``seed`` is None the seed is drawn from it
+            (instead of torch's global RNG) once, at construction.
+        prefetch_factor: as for DataLoader.
+        persistent_workers: as for DataLoader; gives the same batches as ``False``.
+        pin_memory_device: as for DataLoader.
+        in_order: as for DataLoader. With ``False`` batches keep their contents but
+            may arrive in another order.
+        snapshot_every_n_steps: as for torchdata's StatefulDataLoader; only used
+            where workers hold state the main process cannot recompute.
+        seed: the root seed, an int in ``[0, 2**128)``. ``None`` takes
+            ``config.seed``, or draws one from torch's global RNG (or ``generator``).
+            The effective seed is ``loader.seed``.
+        config: a :class:`ReproConfig` (or a mapping of its fields): rng_scope,
+            start method, which RNGs to reseed.
+
+    Example:
+        >>> loader = ReproLoader(dataset, batch_size=32, shuffle=True, num_workers=2, seed=0)
+        >>> for epoch in range(3):
+        ...     for batch in loader:  # loader.epoch is 0, 1, 2
+        ...         ...
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset[_T_co],
+        batch_size: int | None = 1,
+        shuffle: bool | None = None,
+        sampler: Sampler[Any] | Iterable[Any] | None = None,
+        batch_sampler: Sampler[list[Any]] | Iterable[list[Any]] | None = None,
+        num_workers: int = 0,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], None] | None = None,
+        multiprocessing_context: Any = None,
+        generator: torch.Generator | None = None,
+        *,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
+        pin_memory_device: str = "",
+        in_order: bool = True,
+        snapshot_every_n_steps: int | None = 1,
+        seed: int | None = None,
+        config: ReproConfig | Mapping[str, Any] | None = None,
+    ) -> None:
+        config = self._check_config(config)
+        if isinstance(dataset, (IterDataPipe, MapDataPipe)):
+            raise TypeError(
+                f"ReproLoader does not support DataPipes (got {type(dataset).__name__}); "
+                "torch deprecated them. Wrap the pipe in an IterableDataset."
+            )
+        seed = self._resolve_seed(seed, config, generator)
+        multiprocessing_context = self._resolve_start_method(
+            multiprocessing_context, config, num_workers
+        )
+        iterable = isinstance(dataset, IterableDataset)
+        pass_shuffle = shuffle
+        if shuffle and not iterable and sampler is None and batch_sampler is None:
+            sampler = SeededRandomSampler(dataset, seed=seed)  # type: ignore[arg-type]
+            pass_shuffle = False
+
+        with warnings.catch_warnings():
+            # torchdata 0.11 calls torch.set_vital, which torch 2.13 deprecates: a
+            # warning about torchdata's internals that users can do nothing about.
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+            super().__init__(
+                dataset,
+                batch_size=batch_size,
+                shuffle=pass_shuffle,
+                sampler=sampler,
+                batch_sampler=batch_sampler,
+                num_workers=num_workers,
+                collate_fn=collate_fn,
+                pin_memory=pin_memory,
+                drop_last=drop_last,
+                timeout=timeout,
+                worker_init_fn=worker_init_fn,
+                multiprocessing_context=multiprocessing_context,
+                generator=generator,
+                prefetch_factor=prefetch_factor,
+                persistent_workers=persistent_workers,
+                pin_memory_device=pin_memory_device,
+                in_order=in_order,
+                snapshot_every_n_steps=snapshot_every_n_steps,
+            )
+
+        # Public: every __init__ argument is readable under its own name, so that
+        # frameworks can rebuild the loader from its attributes (Lightning does).
+        self.shuffle = shuffle
+        self.seed = seed
+        self.config = config
+
+        self._tree = SeedTree(seed)
+        self._iterable = iterable
+        self._epoch = 0
+        self._started = False  # has an iterator started in the current epoch?
+        self._serial = 0
+        self._current: list[Pass] = [Pass(epoch=0, serial=0)]
+        self._fast = None if iterable else fast_mode(self.sampler, batch_sampler is not None)
+        # Draws for torch's per-iterator base seed come from here, not from the
+        # caller's generator; the workers are reseeded from the tree anyway.
+        self._private_generator = torch.Generator().manual_seed(seed % 2**63)
+        self._shared_pass: torch.Tensor | None = None
+        self._isolation: Isolation | None = None
+        self._sampler_rngs: SamplerRngs | None = None
+        self._ReproLoader__initialized = True
+
+    # -- construction helpers -------------------------------------------------
+
+    @staticmethod
+    def _check_config(config: ReproConfig | Mapping[str, Any] | None) -> ReproConfig:
+        if config is None:
+            return ReproConfig()
+        if isinstance(config, ReproConfig):
+            return config
+        if isinstance(config, Mapping):
+            return ReproConfig(**config)
+        raise TypeError(
+            f"config must be a ReproConfig or a mapping of its fields, got {config!r} "
+            f"of type {type(config).__name__}"
+        )
+
+    @staticmethod
+    def _resolve_seed(
+        seed: int | None, config: ReproConfig, generator: torch.Generator | None
+    ) -> int:
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise TypeError(f"seed must be an int, got {seed!r} of type {type(seed).__name__}")
+            if not 0 <= seed < MAX_SEED:
+                raise ValueError(f"seed must be in [0, 2**128), got {seed}")
+            if config.seed is not None and config.seed != seed:
+                raise ConfigError(
+                    f"seed={seed} contradicts config.seed={config.seed}; pass the seed in "
+                    "one place only"
+                )
+            return seed
+        if config.seed is not None:
+            return config.seed
+        # Once, at construction, exactly as DataLoader draws its base seed: so that
+        # torch.manual_seed(s) before building the loader makes the run repeatable.
+        return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
+
+    @staticmethod
+    def _resolve_start_method(context: Any, config: ReproConfig, num_workers: int) -> Any:
+        wanted = config.start_method
+        if wanted is None:
+            return context
+        given = _start_method(context)
+        if given is not None and given != wanted:
+            raise ConfigError(
+                f"multiprocessing_context uses start method {given!r} but "
+                f"config.start_method={wanted!r}; set one of them only"
+            )
+        if context is None and num_workers > 0:
+            return torch.multiprocessing.get_context(wanted)
+        return context
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FROZEN_AFTER_INIT and self.__dict__.get("_ReproLoader__initialized", False):
+            raise ValueError(
+                f"{name} attribute should not be set after ReproLoader is initialized; "
+                f"build a new ReproLoader with {name}={value!r}"
+            )
+        super().__setattr__(name, value)
+
+    # -- epochs ---------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the current (or next, if none has started) pass."""
+        return self._epoch
+
+    @property
+    def rng_scope(self) -> str:
+        """What one random stream covers: ``config.rng_scope``."""
+        return self.config.rng_scope
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass (the next ``iter(loader)``) run epoch ``epoch``.
+
+        Without calls to ``set_epoch`` the loader counts epochs itself: each new
+        iterator after a previous one starts the next epoch.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int):
+            raise TypeError(f"epoch must be an int, got {epoch!r} of type {type(epoch).__name__}")
+        if not 0 <= epoch < MAX_PATH_ELEMENT:
+            raise ValueError(f"epoch must be in [0, {MAX_PATH_ELEMENT}), got {epoch}")
+        self._epoch = epoch
+        self._started = False
+
+    def __iter__(self) -> Any:
+        if self._started:
+            self.set_epoch(self._epoch + 1)
+        self._started = True
+        epoch = self._epoch
+        self._current[0] = Pass(epoch=epoch, serial=self._serial)
+        self._serial += 1
+        for owner in (self.sampler, self.batch_sampler, self.dataset):
+            set_epoch = getattr(owner, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
+        if self._shared_pass is not None:
+            self._shared_pass.copy_(torch.tensor([epoch, self._current[0].serial]))
+        return super().__iter__()
+
+    # -- iterator construction -----------------------------------------------
+
+    def _plan(self) -> Plan:
+        rank, world_size = _distributed()
+        return Plan(
+            tree=self._tree,
+            scope=self.config.rng_scope,
+            rank=rank,
+            world_size=world_size,
+            num_workers=self.num_workers,
+            batch_size=self.batch_size or 1,
+            reseed_globals=frozenset(self.config.reseed_globals),
+            reseed_dataset_rngs=self.config.reseed_dataset_rngs,
+        )
+
+    def _view(self) -> _IteratorView:
+        plan = self._plan()
+        overrides: dict[str, Any] = {
+            "generator": self._private_generator,
+            "worker_init_fn": WorkerInit(self._epoch, self.worker_init_fn),
+        }
+        if self._iterable:
+            if self.num_workers > 0 and self._shared_pass is None:
+                self._shared_pass = torch.zeros(2, dtype=torch.int64).share_memory_()
+                self._shared_pass.copy_(torch.tensor([self._epoch, self._current[0].serial]))
+            wrapper: Any = IterableWrapper(self.dataset, plan, self._shared_pass)  # type: ignore[arg-type]
+            wrapper.epoch, wrapper.serial = self._current[0].epoch, self._current[0].serial
+        else:
+            wrapper = MapWrapper(self.dataset, plan)
+            overrides["_index_sampler"] = UnitSampler(
+                self._current,
+                self._index_sampler,
+                self.sampler,  # type: ignore[arg-type]
+                batch_size=self.batch_size,
+                drop_last=self.drop_last,
+                fast=self._fast,
+                sampler_rngs=None if self._fast else self._get_sampler_rngs(plan.rank),
+            )
+            # Map-style positions are (epoch, batches yielded): workers hold nothing
+            # the main process cannot recompute, so skip torchdata's per-batch
+            # worker snapshots (about 50 us per batch).
+            overrides["snapshot_every_n_steps"] = 0
+        overrides["dataset"] = wrapper
+        return _IteratorView(self, **overrides)
+
+    def _get_sampler_rngs(self, rank: int) -> SamplerRngs:
+        if self._sampler_rngs is None:
+            self._sampler_rngs = SamplerRngs(
+                self._tree,
+                rank,
+                frozenset(self.config.reseed_globals),
+                {"sampler": self.sampler, "batch_sampler": self.batch_sampler},
+                self.config.reseed_dataset_rngs,
+            )
+        return self._sampler_rngs
+
+    def _main_isolation(self) -> Isolation:
+        if self._isolation is None:
+            self._isolation = Isolation(
+                GlobalRngs(frozenset(self.config.reseed_globals)),
+                swap=self.config.rng_scope == "worker",
+                clears_context=True,
+            )
+        return self._isolation
+
+    def _get_iterator(self) -> Any:
+        view = self._view()
+        state = self.next_iter_state
+        self.next_iter_state = None
+        if self.num_workers == 0:
+            isolation = self._main_isolation()
+            with isolation:
+                return _SingleProcessIter(view, state, isolation)
+        self.check_worker_number_rationality()
+        return _StatefulMultiProcessingDataLoaderIter(view, state)
+
+    def __repr__(self) -> str:
+        return (
+            f"ReproLoader(dataset={type(self.dataset).__name__}, batch_size={self.batch_size}, "
+            f"num_workers={self.num_workers}, seed={self.seed}, "
+            f"rng_scope={self.config.rng_scope!r}, epoch={self._epoch})"
+        )
