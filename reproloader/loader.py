@@ -176,9 +176,14 @@ class ReproLoader(StatefulDataLoader[_T_co]):
         )
         iterable = isinstance(dataset, IterableDataset)
         pass_shuffle = shuffle
-        if shuffle and not iterable and sampler is None and batch_sampler is None:
-            sampler = SeededRandomSampler(dataset, seed=seed)  # type: ignore[arg-type]
-            pass_shuffle = False
+        if shuffle and not iterable and batch_sampler is None:
+            if sampler is None:
+                sampler = SeededRandomSampler(dataset, seed=seed)  # type: ignore[arg-type]
+                pass_shuffle = False
+            elif isinstance(sampler, SeededRandomSampler):
+                # A loader rebuilt from its own attributes passes shuffle=True with
+                # the sampler that shuffle=True made: that is consistent, not a clash.
+                pass_shuffle = False
 
         with warnings.catch_warnings():
             # torchdata 0.11 calls torch.set_vital, which torch 2.13 deprecates: a

@@ -1,0 +1,151 @@
+"""Datasets and helpers shared by the tests.
+
+They live in an importable module (not in test files' locals) so that workers
+started with spawn or forkserver can unpickle them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from reproloader import get_context
+
+
+def draws() -> list[float]:
+    """One draw from each process-wide RNG: python random, numpy, torch."""
+    return [random.random(), float(np.random.random()), float(torch.rand(()))]
+
+
+class GlobalDraws(Dataset[torch.Tensor]):
+    """Item i: [i, random.random(), np.random.random(), torch.rand()]. Plain torch code."""
+
+    def __init__(self, n: int = 24) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.tensor([float(i), *draws()], dtype=torch.float64)
+
+
+class AllSources(GlobalDraws):
+    """Also draws from the context's Generator and an RNG stored in __init__."""
+
+    def __init__(self, n: int = 24) -> None:
+        super().__init__(n)
+        self.rng = np.random.default_rng(0)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        ctx = get_context()
+        return torch.tensor(
+            [float(i), *draws(), ctx.rng.random(), self.rng.random()], dtype=torch.float64
+        )
+
+
+class InitGenerator(Dataset[float]):
+    """The classic bug: a Generator made in __init__, copied into every worker."""
+
+    def __init__(self, n: int = 64) -> None:
+        self.n = n
+        self.rng = np.random.default_rng(0)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> float:
+        return float(self.rng.random())
+
+
+class NumpyGlobal(Dataset[float]):
+    """Draws from numpy's global RNG only."""
+
+    def __init__(self, n: int = 64) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> float:
+        return float(np.random.random())
+
+
+class RngArgument(Dataset[torch.Tensor]):
+    """Takes the unit's Generator as an ``rng`` argument."""
+
+    def __init__(self, n: int = 24) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+        assert rng is not None, "ReproLoader passes rng"
+        return torch.tensor([float(i), rng.random()], dtype=torch.float64)
+
+
+class RngArgumentItems(RngArgument):
+    """Batched access: ``__getitems__(indices, rng)``."""
+
+    def __getitems__(self, indices: list[int], rng: np.random.Generator) -> list[torch.Tensor]:
+        values = rng.random(len(indices))
+        return [torch.tensor([float(i), v], dtype=torch.float64) for i, v in zip(indices, values)]
+
+
+class EpochAware(Dataset[torch.Tensor]):
+    """Returns the epoch that ``set_epoch`` last gave it, in whichever process."""
+
+    def __init__(self, n: int = 8) -> None:
+        self.n = n
+        self.epoch = -1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.tensor([i, self.epoch])
+
+
+class Stream(IterableDataset[torch.Tensor]):
+    """An iterable dataset sharded over workers, drawing from every global RNG."""
+
+    def __init__(self, n: int = 20) -> None:
+        self.n = n
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = get_worker_info()
+        start, step = (info.id, info.num_workers) if info is not None else (0, 1)
+        for i in range(start, self.n, step):
+            yield torch.tensor([float(i), *draws()], dtype=torch.float64)
+
+
+def record_worker_init(worker_id: int) -> None:
+    """The widely copied worker_init_fn that makes numpy repeat every epoch."""
+    np.random.seed(np.random.get_state()[1][0] + worker_id)
+
+
+def collect(loader: Iterable[Any], epochs: int = 1) -> list[list[Any]]:
+    """All batches of ``epochs`` passes over ``loader``."""
+    return [list(loader) for _ in range(epochs)]
+
+
+def flat(batches: Iterable[Any]) -> torch.Tensor:
+    """Concatenate batches (tensors, or lists of floats) into one float64 tensor."""
+    parts = [torch.as_tensor(b, dtype=torch.float64).reshape(-1) for b in batches]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
+
+
+def same(a: list[list[Any]], b: list[list[Any]]) -> bool:
+    """Bitwise equality of two ``collect`` results."""
+    return len(a) == len(b) and all(
+        len(x) == len(y) and torch.equal(flat(x), flat(y)) for x, y in zip(a, b)
+    )

@@ -1,0 +1,147 @@
+"""Same batches whatever the process layout: num_workers, start method, worker lifetime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from reproloader import ReproLoader
+from tests.datasets import AllSources, EpochAware, GlobalDraws, RngArgument, RngArgumentItems, Stream, collect, flat, same
+
+SCOPES = ["batch", "sample"]
+
+
+def make(dataset: Any = None, **kwargs: Any) -> ReproLoader[Any]:
+    kwargs.setdefault("batch_size", 4)
+    kwargs.setdefault("seed", 7)
+    return ReproLoader(AllSources(22) if dataset is None else dataset, **kwargs)
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batches_are_identical_for_0_1_2_4_workers(scope: str, shuffle: bool) -> None:
+    results = [
+        collect(make(num_workers=n, shuffle=shuffle, config={"rng_scope": scope}), epochs=2)
+        for n in (0, 1, 2, 4)
+    ]
+    assert all(same(results[0], r) for r in results[1:])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_batches_are_identical_across_start_methods(scope: str, method: str) -> None:
+    reference = collect(make(num_workers=2, shuffle=True, config={"rng_scope": scope}))
+    other = collect(
+        make(num_workers=2, shuffle=True, config={"rng_scope": scope, "start_method": method})
+    )
+    assert same(reference, other)
+
+
+@pytest.mark.parametrize("scope", [*SCOPES, "worker"])
+def test_persistent_workers_give_the_same_batches_in_every_epoch(scope: str) -> None:
+    config = {"rng_scope": scope}
+    plain = collect(make(num_workers=2, shuffle=True, config=config), epochs=3)
+    persistent = collect(
+        make(num_workers=2, shuffle=True, persistent_workers=True, config=config), epochs=3
+    )
+    assert same(plain, persistent)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_worker_scope_repeats_with_the_same_layout(num_workers: int) -> None:
+    config = {"rng_scope": "worker"}
+    first = collect(make(num_workers=num_workers, config=config), epochs=2)
+    again = collect(make(num_workers=num_workers, config=config), epochs=2)
+    assert same(first, again)
+    assert not torch.equal(flat(first[0]), flat(first[1]))
+
+
+def test_sample_scope_does_not_depend_on_batch_size() -> None:
+    def by_index(batch_size: int) -> dict[int, list[float]]:
+        rows = torch.cat(list(make(batch_size=batch_size, shuffle=True, config={"rng_scope": "sample"})))
+        return {int(r[0]): r[1:].tolist() for r in rows}
+
+    assert by_index(3) == by_index(5) == by_index(22)
+
+
+def test_same_seed_repeats_and_other_seed_differs() -> None:
+    first = collect(make(seed=1, shuffle=True, num_workers=2), epochs=2)
+    assert same(first, collect(make(seed=1, shuffle=True, num_workers=2), epochs=2))
+    assert not same(first, collect(make(seed=2, shuffle=True, num_workers=2), epochs=2))
+
+
+@pytest.mark.parametrize("scope", [*SCOPES, "worker"])
+def test_epochs_differ(scope: str) -> None:
+    first, second = collect(make(config={"rng_scope": scope}), epochs=2)
+    # Same order (no shuffle) but fresh random values in every column but the index.
+    a, b = torch.stack(first[:-1]), torch.stack(second[:-1])
+    assert torch.equal(a[..., 0], b[..., 0])
+    assert not (a[..., 1:] == b[..., 1:]).any()
+
+
+@pytest.mark.parametrize("scope", ["batch", "worker"])
+def test_ranks_differ(scope: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = []
+    for rank in (0, 1):
+        monkeypatch.setattr("reproloader.loader._distributed", lambda rank=rank: (rank, 2))
+        results.append(torch.stack(collect(make(config={"rng_scope": scope}))[0][:-1]))
+    assert not (results[0][..., 1:] == results[1][..., 1:]).any()
+
+
+def test_sample_scope_does_not_depend_on_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    results = []
+    for rank in (0, 1):
+        monkeypatch.setattr("reproloader.loader._distributed", lambda rank=rank: (rank, 2))
+        results.append(collect(make(config={"rng_scope": "sample"})))
+    assert same(results[0], results[1])
+
+
+@pytest.mark.parametrize("dataset_cls", [RngArgument, RngArgumentItems])
+@pytest.mark.parametrize("scope", SCOPES)
+def test_rng_argument_is_reproducible_across_workers(dataset_cls: type, scope: str) -> None:
+    results = [
+        collect(make(dataset_cls(22), num_workers=n, shuffle=True, config={"rng_scope": scope}), 2)
+        for n in (0, 2)
+    ]
+    assert same(results[0], results[1])
+    values = flat(results[0][0]).reshape(-1, 2)[:, 1]
+    assert len(set(values.tolist())) == len(values)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_dataset_set_epoch_reaches_every_worker(persistent: bool) -> None:
+    loader = make(EpochAware(8), num_workers=2, persistent_workers=persistent)
+    for expected in (0, 1, 2):
+        epochs = torch.cat(list(loader))[:, 1]
+        assert epochs.eq(expected).all(), (expected, epochs)
+
+
+@pytest.mark.parametrize("scope", [*SCOPES, "worker"])
+@pytest.mark.parametrize("persistent", [False, True])
+def test_iterable_dataset_repeats_and_changes_per_epoch(scope: str, persistent: bool) -> None:
+    def run() -> list[list[Any]]:
+        return collect(
+            make(Stream(20), num_workers=2, persistent_workers=persistent, config={"rng_scope": scope}),
+            epochs=2,
+        )
+
+    first = run()
+    assert same(first, run())
+    assert not torch.equal(flat(first[0]), flat(first[1]))
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_iterable_dataset_with_one_worker_matches_main_process(scope: str) -> None:
+    # With one worker, the worker's stream is the whole dataset, as in the main process.
+    a = collect(make(Stream(10), num_workers=0, config={"rng_scope": scope}), epochs=2)
+    b = collect(make(Stream(10), num_workers=1, config={"rng_scope": scope}), epochs=2)
+    assert same(a, b)
+
+
+def test_dataset_global_draws_are_independent_across_units() -> None:
+    values = flat(collect(make(GlobalDraws(40), num_workers=2, batch_size=2))[0]).reshape(-1, 4)
+    for column in range(1, 4):
+        assert len(set(values[:, column].tolist())) == 40

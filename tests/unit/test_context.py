@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from reproloader import ContextError, ReproLoader, WorkerContext, get_context
+
+
+def test_get_context_outside_a_loader_raises_context_error() -> None:
+    with pytest.raises(ContextError, match=r"get_context\(\) was called outside a ReproLoader"):
+        get_context()
+
+
+def test_context_error_is_a_runtime_error() -> None:
+    assert issubclass(ContextError, RuntimeError)
+
+
+class Recorder(Dataset[int]):
+    def __init__(self) -> None:
+        self.seen: list[WorkerContext] = []
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int) -> int:
+        self.seen.append(get_context())
+        return i
+
+
+@pytest.mark.parametrize("scope", ["batch", "sample"])
+def test_context_describes_the_unit(scope: str) -> None:
+    dataset = Recorder()
+    loader = ReproLoader(dataset, batch_size=4, seed=11, config={"rng_scope": scope})
+    loader.set_epoch(3)
+    list(loader)
+    first, last = dataset.seen[0], dataset.seen[-1]
+    assert (first.seed, first.epoch, first.rank, first.world_size) == (11, 3, 0, 1)
+    assert (first.worker_id, first.num_workers, first.scope) == (0, 0, scope)
+    assert (first.batch_index, last.batch_index) == (0, 1)
+    if scope == "sample":
+        assert [c.sample_index for c in dataset.seen] == [0, 1, 2, 3, 4, 5]
+    else:
+        assert first.sample_index is None
+    assert isinstance(first.rng, np.random.Generator)
+
+
+def test_context_is_frozen() -> None:
+    dataset = Recorder()
+    list(ReproLoader(dataset, batch_size=2, seed=0))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        dataset.seen[0].epoch = 5  # type: ignore[misc]
+
+
+def test_context_generator_is_one_object_reseeded_in_place() -> None:
+    class Cached(Dataset[float]):
+        rng: np.random.Generator | None = None
+
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int) -> float:
+            if self.rng is None:
+                self.rng = get_context().rng  # cached once, as user code does
+            return float(self.rng.random())
+
+    def values() -> list[float]:
+        return torch.cat(list(ReproLoader(Cached(), batch_size=2, seed=0))).tolist()
+
+    direct = values()
+    assert direct == values()
+    assert direct[0] != direct[2]  # batch 1 did not continue batch 0's stream
+
+
+def test_get_context_raises_again_after_a_batch_in_the_main_process() -> None:
+    loader = ReproLoader(Recorder(), batch_size=2, seed=0)
+    for _ in loader:
+        with pytest.raises(ContextError):
+            get_context()
+
+
+def test_context_in_worker_init_fn() -> None:
+    loader = ReproLoader(Recorder(), batch_size=2, seed=0, num_workers=2, worker_init_fn=_check_init)
+    assert len(list(loader)) == 3
+
+
+def _check_init(worker_id: int) -> None:
+    ctx = get_context()
+    assert (ctx.worker_id, ctx.num_workers, ctx.batch_index) == (worker_id, 2, None)
+    assert torch.utils.data.get_worker_info().dataset.__class__ is Recorder  # type: ignore[union-attr]

@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from reproloader._rngs import AttributeRngs, GlobalRngs, LegacyState, find_rngs
+
+ALL = frozenset({"numpy", "random", "torch"})
+
+
+def legacy_state(rs: np.random.RandomState) -> tuple[bytes, int, int, float]:
+    _, key, pos, has_gauss, gauss = rs.get_state()
+    return key.tobytes(), pos, has_gauss, gauss
+
+
+def words(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 2**63, n, dtype=np.uint64)
+
+
+@pytest.mark.parametrize("cached_gauss", [False, True])
+@pytest.mark.parametrize("fast", [True, False])
+def test_legacy_save_restore_is_exact(cached_gauss: bool, fast: bool) -> None:
+    rs = np.random.RandomState(5)
+    if cached_gauss:
+        rs.standard_normal()
+    legacy = LegacyState(rs)
+    assert legacy.fast
+    if not fast:
+        legacy._live = None
+    before = legacy_state(rs)
+    snapshot = legacy.save()
+    legacy.reseed(words(312))
+    rs.standard_normal(3)
+    legacy.restore(snapshot)
+    assert legacy_state(rs) == before
+
+
+def test_legacy_fast_and_slow_reseed_agree() -> None:
+    a, b = np.random.RandomState(0), np.random.RandomState(1)
+    a.standard_normal()  # a cached deviate that reseeding must clear
+    fast, slow = LegacyState(a), LegacyState(b)
+    slow._live = None
+    fast.reseed(words(312))
+    slow.reseed(words(312))
+    assert legacy_state(a) == legacy_state(b)
+    assert a.standard_normal(5).tolist() == b.standard_normal(5).tolist()
+
+
+def test_legacy_reseed_fills_the_whole_state() -> None:
+    rs = np.random.RandomState(0)
+    LegacyState(rs).reseed(words(312))
+    key, pos, has_gauss, _ = legacy_state(rs)
+    assert np.frombuffer(key, np.uint32)[1:].tolist() == words(312).view(np.uint32)[1:].tolist()
+    assert (pos, has_gauss) == (624, 0)
+
+
+def test_global_rngs_reseed_all_three_deterministically() -> None:
+    rngs = GlobalRngs(ALL)
+    rngs.reseed(words(rngs.n_words))
+    first = (random.random(), np.random.random(), torch.rand(()).item())
+    rngs.reseed(words(rngs.n_words))
+    assert (random.random(), np.random.random(), torch.rand(()).item()) == first
+
+
+def test_each_global_rng_keeps_its_words_whatever_the_others() -> None:
+    w = words(315)
+    GlobalRngs(ALL).reseed(w)
+    both = (random.random(), torch.rand(()).item())
+    GlobalRngs(frozenset({"random", "torch"})).reseed(w)
+    assert (random.random(), torch.rand(()).item()) == both
+
+
+def test_disabled_global_rng_is_not_touched() -> None:
+    rngs = GlobalRngs(frozenset({"torch"}))
+    state = random.getstate()
+    np_state = legacy_state(np.random.mtrand._rand)
+    rngs.reseed(words(rngs.n_words))
+    assert random.getstate() == state
+    assert legacy_state(np.random.mtrand._rand) == np_state
+    assert GlobalRngs(frozenset()).n_words == 0
+
+
+def test_global_save_restore_round_trips() -> None:
+    rngs = GlobalRngs(ALL)
+    before = (random.getstate(), torch.get_rng_state(), legacy_state(np.random.mtrand._rand))
+    snapshot = rngs.save()
+    rngs.reseed(words(rngs.n_words))
+    rngs.restore(snapshot)
+    assert random.getstate() == before[0]
+    assert torch.equal(torch.get_rng_state(), before[1])
+    assert legacy_state(np.random.mtrand._rand) == before[2]
+
+
+def test_unknown_global_rng_name_raises() -> None:
+    with pytest.raises(ValueError, match=r"unknown global RNG names \['jax'\]"):
+        GlobalRngs(frozenset({"jax"}))
+
+
+class Augment:
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(1)
+
+
+class Holder:
+    def __init__(self) -> None:
+        self.gen = np.random.default_rng(0)
+        self.legacy = np.random.RandomState(0)
+        self.py = random.Random(0)
+        self.torch_gen = torch.Generator().manual_seed(0)
+        self.transforms = [Augment(), "text", 3]
+        self.alias = self.gen  # reported once, under its first path
+        self.global_random = random._inst  # type: ignore[attr-defined]
+        self.table = {"aug": Augment()}
+
+
+def test_find_rngs_reports_each_rng_once_with_its_path() -> None:
+    paths = [path for path, _ in find_rngs(Holder(), "dataset")]
+    assert paths == [
+        "dataset.alias",
+        "dataset.legacy",
+        "dataset.py",
+        "dataset.table['aug'].rng",
+        "dataset.torch_gen",
+        "dataset.transforms[0].rng",
+    ]
+
+
+def test_find_rngs_stops_at_depth_and_cycles() -> None:
+    class Node:
+        pass
+
+    root = Node()
+    node = root
+    for _ in range(6):
+        node.child = Node()  # type: ignore[attr-defined]
+        node = node.child  # type: ignore[attr-defined]
+    node.rng = np.random.default_rng(0)  # type: ignore[attr-defined]
+    root.loop = root  # type: ignore[attr-defined]
+    assert find_rngs(root, "d") == []
+
+
+def test_attribute_rngs_reseed_in_place_and_repeat() -> None:
+    holder = Holder()
+    found = AttributeRngs(find_rngs(holder, "dataset"))
+    gen = holder.gen
+    found.reseed(words(found.n_words))
+    first = [
+        holder.gen.random(),
+        holder.legacy.random(),
+        holder.py.random(),
+        torch.rand((), generator=holder.torch_gen).item(),
+        holder.transforms[0].rng.random(),
+    ]
+    found.reseed(words(found.n_words))
+    again = [
+        holder.gen.random(),
+        holder.legacy.random(),
+        holder.py.random(),
+        torch.rand((), generator=holder.torch_gen).item(),
+        holder.transforms[0].rng.random(),
+    ]
+    assert holder.gen is gen
+    assert first == again
+    found.reseed(words(found.n_words, seed=1))
+    assert holder.gen.random() != first[0]
+
+
+@pytest.mark.parametrize(
+    "bit_generator", [np.random.PCG64, np.random.PCG64DXSM, np.random.Philox, np.random.SFC64, np.random.MT19937]
+)
+def test_every_numpy_bit_generator_can_be_reseeded(bit_generator: type) -> None:
+    class Owner:
+        rng = None
+
+    owner = Owner()
+    owner.rng = np.random.Generator(bit_generator(0))  # type: ignore[assignment]
+    found = AttributeRngs(find_rngs(owner, "o"))
+    found.reseed(words(found.n_words))
+    first = owner.rng.random(2).tolist()  # type: ignore[union-attr]
+    found.reseed(words(found.n_words))
+    assert owner.rng.random(2).tolist() == first  # type: ignore[union-attr]

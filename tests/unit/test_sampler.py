@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import RandomSampler
+
+from reproloader import SeededRandomSampler
+
+
+def test_is_a_random_sampler_for_framework_checks() -> None:
+    assert isinstance(SeededRandomSampler(range(4), seed=0), RandomSampler)
+
+
+def test_order_is_a_function_of_seed_and_epoch_only() -> None:
+    sampler = SeededRandomSampler(range(50), seed=1)
+    first = list(sampler)
+    torch.rand(10)  # global RNG use in between changes nothing
+    assert list(sampler) == first
+    assert sorted(first) == list(range(50))
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    assert list(SeededRandomSampler(range(50), seed=1, epoch=1)) == list(sampler)
+    assert list(SeededRandomSampler(range(50), seed=2)) != first
+
+
+def test_len_and_repr() -> None:
+    sampler = SeededRandomSampler(range(7), seed=3, epoch=2)
+    assert len(sampler) == 7
+    assert repr(sampler) == "SeededRandomSampler(n=7, seed=3, epoch=2)"
+
+
+@pytest.mark.parametrize(("epoch", "error"), [(-1, ValueError), (2**32, ValueError), (1.0, TypeError)])
+def test_bad_epoch_raises(epoch: object, error: type) -> None:
+    with pytest.raises(error, match="epoch must be"):
+        SeededRandomSampler(range(3), seed=0).set_epoch(epoch)  # type: ignore[arg-type]
