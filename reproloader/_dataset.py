@@ -198,6 +198,7 @@ class UnitIterator(Iterator[Any]):
         plan = self._wrapper.plan
         epoch = self.epoch
         batch = position // plan.batch_size
+        path: tuple[int, ...]
         if plan.scope == "batch":
             path = (epoch, plan.rank, producer.worker_id)
             producer.begin(Purpose.ITER_BATCH, path, batch, epoch=epoch, batch_index=batch)
@@ -213,9 +214,7 @@ class UnitIterator(Iterator[Any]):
             )
         else:
             path = (epoch, plan.rank)
-            producer.begin(
-                Purpose.WORKER, path, producer.worker_id, epoch=epoch, batch_index=batch
-            )
+            producer.begin(Purpose.WORKER, path, producer.worker_id, epoch=epoch, batch_index=batch)
 
     def __next__(self) -> Any:
         wrapper = self._wrapper
@@ -265,7 +264,7 @@ class WorkerInit:
             epoch=self.epoch,
             batch_index=None,
         )
-        torch.utils.data._utils.worker._worker_info = torch.utils.data._utils.worker.WorkerInfo(  # noqa: SLF001
+        torch.utils.data._utils.worker._worker_info = torch.utils.data._utils.worker.WorkerInfo(
             id=info.id,
             num_workers=info.num_workers,
             seed=torch.initial_seed(),

@@ -60,4 +60,4 @@ class Isolation:
         self.rngs.restore(self._caller)
         self._caller = None
         if self.clears_context:
-            _context._deactivate()  # noqa: SLF001
+            _context._deactivate()

@@ -125,7 +125,7 @@ class Producer:
         self._batch_index = batch_index
         self._sample_index = sample_index
         self._context = None
-        _context._activate(self)  # noqa: SLF001
+        _context._activate(self)
 
     @property
     def rng(self) -> np.random.Generator:

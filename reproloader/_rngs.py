@@ -23,6 +23,7 @@ where that check fails the slow public calls are used, with identical results.
 
 from __future__ import annotations
 
+import _random
 import ctypes
 import random
 import types
@@ -41,6 +42,9 @@ _MT_WORDS: Final = 624  # uint32 words of MT19937 state
 _MT_SEED_WORDS: Final = _MT_WORDS // 2  # uint64 words that fill them
 _MT_MSB: Final = 0x80000000  # key[0] = MSB only, as numpy's own seeding does: never all zero
 _RNG_TYPES: Final = (np.random.Generator, np.random.RandomState, random.Random, torch.Generator)
+_RANDOM: Final[random.Random] = random._inst  # the instance behind random.random() etc.
+_seed_random: Final = _random.Random.seed
+_TORCH: Final = torch.default_generator
 
 
 def _u128(words: npt.NDArray[np.uint64], at: int) -> int:
@@ -55,28 +59,45 @@ class LegacyState:
     draws keep. The fast path copies the 2,500-byte MT19937 state struct directly and
     learns about the cached deviate by drawing one normal: if the MT19937 state did
     not move, the draw came from the cache.
+
+    That probe is skipped when the state has not moved since this object last left
+    the cache empty (the *mark*): a normal draw with an empty cache always moves
+    the state, so an unmoved state still has an empty cache (short of someone
+    calling ``set_state`` with exactly the marked key and a cached deviate). In a
+    training loop that does not use numpy's global RNG, no probe runs at all.
     """
 
-    __slots__ = ("_live", "fast", "rs")
+    __slots__ = ("_address", "_live", "_mark", "_raw", "fast", "rs")
 
     def __init__(self, rs: np.random.RandomState) -> None:
         self.rs = rs
         self._live: npt.NDArray[np.uint32] | None = None
-        bit_generator = rs._bit_generator  # noqa: SLF001 - the only handle numpy gives
+        self._raw: Any = None
+        self._address = 0
+        self._mark: tuple[int, int, int] | None = None
+        bit_generator = rs._bit_generator  # the only handle numpy gives
         if isinstance(bit_generator, np.random.MT19937):
             address = bit_generator.ctypes.state_address
             raw = (ctypes.c_uint32 * (_MT_WORDS + 1)).from_address(address)
-            live = np.frombuffer(raw, dtype=np.uint32)
+            live: npt.NDArray[np.uint32] = np.ctypeslib.as_array(raw)
             public = bit_generator.state["state"]
             if np.array_equal(live[:_MT_WORDS], public["key"]) and int(live[-1]) == public["pos"]:
-                self._live = live
+                self._live, self._raw, self._address = live, raw, address
         self.fast: Final = self._live is not None
 
-    def _take_gauss(self, live: npt.NDArray[np.uint32]) -> float | None:
+    def _where(self) -> tuple[int, int, int]:
+        # Position and two key words: any draw changes the position, or, after a
+        # multiple of 624 draws, the regenerated key. (ctypes reads give plain ints.)
+        raw = self._raw
+        return raw[_MT_WORDS], raw[0], raw[1]
+
+    def _take_gauss(self) -> float | None:
         # Empties the cached deviate; returns it if there was one.
-        pos, first = int(live[-1]), int(live[0])
+        where = self._where()
+        if where == self._mark:
+            return None
         value = float(self.rs.standard_normal())
-        if int(live[-1]) == pos and int(live[0]) == first:
+        if self._where() == where:
             return value  # served from the cache without touching MT19937
         self.rs.standard_normal()  # that call drew a pair and cached one: consume it
         return None
@@ -87,7 +108,9 @@ class LegacyState:
         if live is None:
             return self.rs.get_state()
         mt = live.copy()
-        return mt, self._take_gauss(live)
+        gauss = self._take_gauss()
+        self._mark = self._where()
+        return mt, gauss
 
     def restore(self, snapshot: Any) -> None:
         """Put back exactly the state :meth:`save` saw."""
@@ -97,22 +120,26 @@ class LegacyState:
             return
         mt, gauss = snapshot
         if gauss is None:
-            self._take_gauss(live)
+            self._take_gauss()
             live[:] = mt
+            self._mark = self._where()
         else:  # rare: the caller left a cached deviate, which only set_state can put back
             self.rs.set_state(("MT19937", mt[:_MT_WORDS], int(mt[-1]), 1, gauss))
+            self._mark = None
 
     def reseed(self, words: npt.NDArray[np.uint64]) -> None:
-        """Fill the whole MT19937 state from 312 words; clear the cached deviate."""
-        key = words[:_MT_SEED_WORDS].view(np.uint32).copy()
-        key[0] = _MT_MSB
-        live = self._live
-        if live is None:
+        """Fill the whole MT19937 state from 312 contiguous words; clear the cached deviate."""
+        raw = self._raw
+        if raw is None:
+            key = words[:_MT_SEED_WORDS].view(np.uint32).copy()
+            key[0] = _MT_MSB
             self.rs.set_state(("MT19937", key, _MT_WORDS, 0, 0.0))
             return
-        self._take_gauss(live)
-        live[:_MT_WORDS] = key
-        live[-1] = _MT_WORDS
+        self._take_gauss()
+        ctypes.memmove(self._address, words.ctypes.data, _MT_WORDS * 4)
+        raw[0] = _MT_MSB
+        raw[_MT_WORDS] = _MT_WORDS
+        self._mark = (_MT_WORDS, _MT_MSB, raw[1])
 
 
 class GlobalRngs:
@@ -132,7 +159,7 @@ class GlobalRngs:
             raise ValueError(f"unknown global RNG names {sorted(unknown)}; use {GLOBAL_RNG_NAMES}")
         self._random = "random" in which
         self._torch = "torch" in which
-        self._numpy = LegacyState(np.random.mtrand._rand) if "numpy" in which else None  # noqa: SLF001
+        self._numpy = LegacyState(np.random.mtrand._rand) if "numpy" in which else None
         if self._numpy is not None:
             self.n_words = 3 + _MT_SEED_WORDS
         else:
@@ -140,10 +167,15 @@ class GlobalRngs:
 
     def reseed(self, words: npt.NDArray[np.uint64]) -> None:
         """Reseed from the first :attr:`n_words` words of a ``Lane.GLOBALS`` stream."""
-        if self._random:
-            random.seed(_u128(words, 0))
-        if self._torch:
-            torch.default_generator.manual_seed(int(words[2]))
+        if self._random or self._torch:
+            w0, w1, w2 = words[:3].tolist()
+            if self._random:
+                # Random.seed without its Python wrapper (0.5 us of a 4 us call); the
+                # wrapper's only other effect is clearing the gauss cache, done here.
+                _seed_random(_RANDOM, (w0 << 64) | w1)
+                _RANDOM.gauss_next = None  # type: ignore[attr-defined]  # missing from typeshed
+            if self._torch:
+                _TORCH.manual_seed(w2)
         if self._numpy is not None:
             self._numpy.reseed(words[3:])
 
@@ -167,7 +199,7 @@ class GlobalRngs:
 
 
 def _is_global(obj: object) -> bool:
-    return obj is random._inst or obj is np.random.mtrand._rand  # type: ignore[attr-defined]  # noqa: SLF001
+    return obj is _RANDOM or obj is np.random.mtrand._rand
 
 
 _NO_DESCENT: Final = (

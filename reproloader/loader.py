@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.multiprocessing
 import torch.utils.data
-from torch.utils.data import Dataset, IterableDataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from torch.utils.data.datapipes.datapipe import IterDataPipe, MapDataPipe
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.stateful_dataloader import (
@@ -46,6 +46,13 @@ from reproloader.seeding import MAX_PATH_ELEMENT, MAX_SEED, SeedTree
 __all__ = ["ReproLoader"]
 
 _T_co = TypeVar("_T_co", covariant=True)
+
+if TYPE_CHECKING:
+    # torchdata ships no type information; to type checkers a ReproLoader is the
+    # DataLoader it stands in for.
+    _Base = DataLoader
+else:
+    _Base = StatefulDataLoader
 
 # Attributes that, like DataLoader's own guarded ones, fix what the loader produces.
 _FROZEN_AFTER_INIT = frozenset({"seed", "config", "shuffle"})
@@ -92,7 +99,7 @@ class _SingleProcessIter(_StatefulSingleProcessDataLoaderIter):  # type: ignore[
             return super()._next_data()
 
 
-class ReproLoader(StatefulDataLoader[_T_co]):
+class ReproLoader(_Base[_T_co]):
     """A ``torch.utils.data.DataLoader`` whose randomness is a pure function of its position.
 
     Change the import and the class name; every DataLoader argument keeps its meaning
@@ -139,6 +146,8 @@ class ReproLoader(StatefulDataLoader[_T_co]):
         ...     for batch in loader:  # loader.epoch is 0, 1, 2
         ...         ...
     """
+
+    next_iter_state: dict[str, Any] | None
 
     def __init__(
         self,
@@ -189,7 +198,7 @@ class ReproLoader(StatefulDataLoader[_T_co]):
             # torchdata 0.11 calls torch.set_vital, which torch 2.13 deprecates: a
             # warning about torchdata's internals that users can do nothing about.
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
-            super().__init__(
+            super().__init__(  # type: ignore[call-arg]  # StatefulDataLoader's, at runtime
                 dataset,
                 batch_size=batch_size,
                 shuffle=pass_shuffle,
@@ -353,7 +362,8 @@ class ReproLoader(StatefulDataLoader[_T_co]):
         }
         if self._iterable:
             if self.num_workers > 0 and self._shared_pass is None:
-                self._shared_pass = torch.zeros(2, dtype=torch.int64).share_memory_()
+                shared = torch.zeros(2, dtype=torch.int64)
+                self._shared_pass = shared.share_memory_()  # type: ignore[no-untyped-call]
                 self._shared_pass.copy_(torch.tensor([self._epoch, self._current[0].serial]))
             wrapper: Any = IterableWrapper(self.dataset, plan, self._shared_pass)  # type: ignore[arg-type]
             wrapper.epoch, wrapper.serial = self._current[0].epoch, self._current[0].serial

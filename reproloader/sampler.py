@@ -57,4 +57,6 @@ class SeededRandomSampler(RandomSampler):
         return iter(self.permutation().tolist())
 
     def __repr__(self) -> str:
-        return f"SeededRandomSampler(n={len(self.data_source)}, seed={self.seed}, epoch={self.epoch})"
+        return (
+            f"SeededRandomSampler(n={len(self.data_source)}, seed={self.seed}, epoch={self.epoch})"
+        )

@@ -118,11 +118,12 @@ class SeedTree:
     def key(self, purpose: Purpose, *path: int) -> npt.NDArray[np.uint64]:
         """The 128-bit Philox key of node ``(purpose, *path)``, cached per process."""
         cache_key = (int(purpose), *path)
-        key = self._keys.get(cache_key)
-        if key is None:
-            key = self.node(purpose, *path).generate_state(2, np.uint64)
-            key.flags.writeable = False
-            self._keys[cache_key] = key
+        cached = self._keys.get(cache_key)
+        if cached is not None:
+            return cached
+        key: npt.NDArray[np.uint64] = self.node(purpose, *path).generate_state(2, np.uint64)  # type: ignore[assignment]
+        key.flags.writeable = False
+        self._keys[cache_key] = key
         return key
 
     def permutation(self, epoch: int, n: int) -> npt.NDArray[np.int64]:
@@ -139,12 +140,12 @@ class UnitStreams:
     state assignment and no allocation.
     """
 
-    __slots__ = ("_counter", "_key", "_scratch", "_state")
+    __slots__ = ("_counter", "_key", "_last_key", "_scratch", "_state")
 
     def __init__(self) -> None:
         self._counter = np.zeros(4, dtype=np.uint64)
         self._key = np.zeros(2, dtype=np.uint64)
-        self._state = {
+        self._state: Any = {
             "bit_generator": "Philox",
             "state": {"counter": self._counter, "key": self._key},
             "buffer": np.zeros(4, dtype=np.uint64),
@@ -153,12 +154,15 @@ class UnitStreams:
             "uinteger": 0,
         }
         self._scratch = np.random.Philox(key=0)
+        self._last_key: npt.NDArray[np.uint64] | None = None
 
     def position(
         self, bit_generator: np.random.Philox, key: npt.NDArray[np.uint64], unit: int, lane: Lane
     ) -> None:
         """Set ``bit_generator`` (in place) to the start of stream ``(unit, lane)`` under ``key``."""
-        self._key[:] = key
+        if key is not self._last_key:  # keys are cached read-only arrays: identity is equality
+            self._key[:] = key
+            self._last_key = key
         self._counter[2] = unit
         self._counter[3] = lane
         bit_generator.state = self._state
@@ -168,7 +172,7 @@ class UnitStreams:
     ) -> npt.NDArray[np.uint64]:
         """The first ``n`` 64-bit words of stream ``(unit, lane)`` under ``key``."""
         self.position(self._scratch, key, unit, lane)
-        return self._scratch.random_raw(n)  # type: ignore[no-any-return]
+        return self._scratch.random_raw(n)
 
     @staticmethod
     def new_generator() -> np.random.Generator:

@@ -95,7 +95,10 @@ class RngArgumentItems(RngArgument):
 
     def __getitems__(self, indices: list[int], rng: np.random.Generator) -> list[torch.Tensor]:
         values = rng.random(len(indices))
-        return [torch.tensor([float(i), v], dtype=torch.float64) for i, v in zip(indices, values)]
+        return [
+            torch.tensor([float(i), v], dtype=torch.float64)
+            for i, v in zip(indices, values, strict=True)
+        ]
 
 
 class EpochAware(Dataset[torch.Tensor]):
@@ -147,5 +150,5 @@ def flat(batches: Iterable[Any]) -> torch.Tensor:
 def same(a: list[list[Any]], b: list[list[Any]]) -> bool:
     """Bitwise equality of two ``collect`` results."""
     return len(a) == len(b) and all(
-        len(x) == len(y) and torch.equal(flat(x), flat(y)) for x, y in zip(a, b)
+        len(x) == len(y) and torch.equal(flat(x), flat(y)) for x, y in zip(a, b, strict=True)
     )

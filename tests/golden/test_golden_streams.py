@@ -47,23 +47,67 @@ def test_shuffle_permutation_is_pinned() -> None:
 # Through the loader: [index, random, numpy global, torch, context rng, dataset's own rng]
 LOADER_GOLDEN = {
     "batch": [
-        [1.0, 0.9131525900181099, 0.7034171971242786, 0.5123124718666077, 0.3113631743372899, 0.002896511401680124],
-        [4.0, 0.8866660712077967, 0.2930281717011497, 0.6207761168479919, 0.3633243855002726, 0.5221483935315591],
+        [
+            1.0,
+            0.9131525900181099,
+            0.7034171971242786,
+            0.5123124718666077,
+            0.3113631743372899,
+            0.002896511401680124,
+        ],
+        [
+            4.0,
+            0.8866660712077967,
+            0.2930281717011497,
+            0.6207761168479919,
+            0.3633243855002726,
+            0.5221483935315591,
+        ],
     ],
     "sample": [
-        [1.0, 0.7462764018512893, 0.16553139916275972, 0.7625266313552856, 0.08624158053313258, 0.14049869390290415],
-        [4.0, 0.2825449952293593, 0.1393725933977238, 0.7663927674293518, 0.7441788354712852, 0.37663749694940485],
+        [
+            1.0,
+            0.7462764018512893,
+            0.16553139916275972,
+            0.7625266313552856,
+            0.08624158053313258,
+            0.14049869390290415,
+        ],
+        [
+            4.0,
+            0.2825449952293593,
+            0.1393725933977238,
+            0.7663927674293518,
+            0.7441788354712852,
+            0.37663749694940485,
+        ],
     ],
     "worker": [
-        [1.0, 0.4893540078530647, 0.6360037735418129, 0.2653467059135437, 0.8486785459596162, 0.4621534398432423],
-        [4.0, 0.21697647043894153, 0.27082316631725367, 0.08671587705612183, 0.9228165780180617, 0.907262858396675],
+        [
+            1.0,
+            0.4893540078530647,
+            0.6360037735418129,
+            0.2653467059135437,
+            0.8486785459596162,
+            0.4621534398432423,
+        ],
+        [
+            4.0,
+            0.21697647043894153,
+            0.27082316631725367,
+            0.08671587705612183,
+            0.9228165780180617,
+            0.907262858396675,
+        ],
     ],
 }
 
 
 @pytest.mark.parametrize("scope", sorted(LOADER_GOLDEN))
 def test_first_batch_through_the_loader_is_pinned(scope: str) -> None:
-    loader = ReproLoader(AllSources(8), batch_size=2, shuffle=True, seed=0, config={"rng_scope": scope})
+    loader = ReproLoader(
+        AllSources(8), batch_size=2, shuffle=True, seed=0, config={"rng_scope": scope}
+    )
     assert next(iter(loader)).tolist() == LOADER_GOLDEN[scope]
 
 
@@ -77,4 +121,6 @@ def test_first_batch_of_an_iterable_dataset_is_pinned() -> None:
 
 def test_golden_values_hold_in_workers_too() -> None:
     loader = ReproLoader(AllSources(8), batch_size=2, shuffle=True, seed=0, num_workers=2)
-    assert torch.equal(next(iter(loader)), torch.tensor(LOADER_GOLDEN["batch"], dtype=torch.float64))
+    assert torch.equal(
+        next(iter(loader)), torch.tensor(LOADER_GOLDEN["batch"], dtype=torch.float64)
+    )

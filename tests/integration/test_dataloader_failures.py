@@ -15,7 +15,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from reproloader import ReproLoader
-from tests.datasets import GlobalDraws, InitGenerator, NumpyGlobal, collect, flat, record_worker_init, same
+from tests.datasets import (
+    GlobalDraws,
+    InitGenerator,
+    NumpyGlobal,
+    collect,
+    flat,
+    record_worker_init,
+    same,
+)
 
 LOADERS = [
     pytest.param(DataLoader, marks=pytest.mark.xfail(strict=True, reason="DataLoader's bug")),
@@ -69,7 +77,10 @@ def test_iterating_leaves_the_callers_torch_rng_alone(loader_cls: type, num_work
 @pytest.mark.parametrize("scope", ["batch", "sample", "worker"])
 def test_iterating_leaves_every_caller_rng_byte_for_byte(num_workers: int, scope: str) -> None:
     loader = ReproLoader(
-        GlobalDraws(10), batch_size=4, shuffle=True, num_workers=num_workers,
+        GlobalDraws(10),
+        batch_size=4,
+        shuffle=True,
+        num_workers=num_workers,
         config={"rng_scope": scope},
     )
     np.random.standard_normal()  # leave a cached legacy gauss deviate to preserve too

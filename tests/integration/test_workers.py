@@ -8,7 +8,17 @@ import pytest
 import torch
 
 from reproloader import ReproLoader
-from tests.datasets import AllSources, EpochAware, GlobalDraws, RngArgument, RngArgumentItems, Stream, collect, flat, same
+from tests.datasets import (
+    AllSources,
+    EpochAware,
+    GlobalDraws,
+    RngArgument,
+    RngArgumentItems,
+    Stream,
+    collect,
+    flat,
+    same,
+)
 
 SCOPES = ["batch", "sample"]
 
@@ -61,7 +71,9 @@ def test_worker_scope_repeats_with_the_same_layout(num_workers: int) -> None:
 
 def test_sample_scope_does_not_depend_on_batch_size() -> None:
     def by_index(batch_size: int) -> dict[int, list[float]]:
-        rows = torch.cat(list(make(batch_size=batch_size, shuffle=True, config={"rng_scope": "sample"})))
+        rows = torch.cat(
+            list(make(batch_size=batch_size, shuffle=True, config={"rng_scope": "sample"}))
+        )
         return {int(r[0]): r[1:].tolist() for r in rows}
 
     assert by_index(3) == by_index(5) == by_index(22)
@@ -124,7 +136,12 @@ def test_dataset_set_epoch_reaches_every_worker(persistent: bool) -> None:
 def test_iterable_dataset_repeats_and_changes_per_epoch(scope: str, persistent: bool) -> None:
     def run() -> list[list[Any]]:
         return collect(
-            make(Stream(20), num_workers=2, persistent_workers=persistent, config={"rng_scope": scope}),
+            make(
+                Stream(20),
+                num_workers=2,
+                persistent_workers=persistent,
+                config={"rng_scope": scope},
+            ),
             epochs=2,
         )
 

@@ -21,7 +21,9 @@ def test_config_is_frozen() -> None:
 
 
 def test_unknown_field_is_rejected() -> None:
-    with pytest.raises(pydantic.ValidationError, match="rng_scop\n  Extra inputs are not permitted"):
+    with pytest.raises(
+        pydantic.ValidationError, match="rng_scop\n  Extra inputs are not permitted"
+    ):
         ReproConfig(rng_scop="sample")  # type: ignore[call-arg]
 
 
@@ -37,7 +39,9 @@ def test_unknown_field_is_rejected() -> None:
         ("reseed_dataset_rngs", "yes", "Input should be a valid boolean"),
     ],
 )
-def test_bad_values_name_the_field_and_what_is_allowed(field: str, value: object, message: str) -> None:
+def test_bad_values_name_the_field_and_what_is_allowed(
+    field: str, value: object, message: str
+) -> None:
     with pytest.raises(pydantic.ValidationError) as info:
         ReproConfig(**{field: value})
     assert field in str(info.value)

@@ -83,7 +83,9 @@ def test_get_context_raises_again_after_a_batch_in_the_main_process() -> None:
 
 
 def test_context_in_worker_init_fn() -> None:
-    loader = ReproLoader(Recorder(), batch_size=2, seed=0, num_workers=2, worker_init_fn=_check_init)
+    loader = ReproLoader(
+        Recorder(), batch_size=2, seed=0, num_workers=2, worker_init_fn=_check_init
+    )
     assert len(list(loader)) == 3
 
 

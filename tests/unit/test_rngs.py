@@ -169,7 +169,8 @@ def test_attribute_rngs_reseed_in_place_and_repeat() -> None:
 
 
 @pytest.mark.parametrize(
-    "bit_generator", [np.random.PCG64, np.random.PCG64DXSM, np.random.Philox, np.random.SFC64, np.random.MT19937]
+    "bit_generator",
+    [np.random.PCG64, np.random.PCG64DXSM, np.random.Philox, np.random.SFC64, np.random.MT19937],
 )
 def test_every_numpy_bit_generator_can_be_reseeded(bit_generator: type) -> None:
     class Owner:

@@ -29,7 +29,9 @@ def test_len_and_repr() -> None:
     assert repr(sampler) == "SeededRandomSampler(n=7, seed=3, epoch=2)"
 
 
-@pytest.mark.parametrize(("epoch", "error"), [(-1, ValueError), (2**32, ValueError), (1.0, TypeError)])
+@pytest.mark.parametrize(
+    ("epoch", "error"), [(-1, ValueError), (2**32, ValueError), (1.0, TypeError)]
+)
 def test_bad_epoch_raises(epoch: object, error: type) -> None:
     with pytest.raises(error, match="epoch must be"):
         SeededRandomSampler(range(3), seed=0).set_epoch(epoch)  # type: ignore[arg-type]

@@ -12,7 +12,9 @@ from reproloader.seeding import MAX_PATH_ELEMENT, MAX_SEED, Lane, Purpose, SeedT
 paths = st.tuples(st.integers(0, 50), st.integers(0, 3))
 
 
-def words(tree: SeedTree, purpose: Purpose, path: tuple[int, ...], unit: int, lane: Lane) -> list[int]:
+def words(
+    tree: SeedTree, purpose: Purpose, path: tuple[int, ...], unit: int, lane: Lane
+) -> list[int]:
     return UnitStreams().words(tree.key(purpose, *path), unit, lane, 4).tolist()  # type: ignore[no-any-return]
 
 
@@ -25,7 +27,9 @@ def test_seed_plus_epoch_does_not_collide() -> None:
 
 
 @given(seed=st.integers(0, MAX_SEED - 1), a=paths, b=paths)
-def test_distinct_nodes_have_distinct_keys(seed: int, a: tuple[int, int], b: tuple[int, int]) -> None:
+def test_distinct_nodes_have_distinct_keys(
+    seed: int, a: tuple[int, int], b: tuple[int, int]
+) -> None:
     tree = SeedTree(seed)
     if a != b:
         assert tree.key(Purpose.BATCH, *a).tolist() != tree.key(Purpose.BATCH, *b).tolist()

@@ -1,0 +1,41 @@
+"""User code that must type-check against reproloader's public signatures (mypy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import reproloader
+from reproloader import ReproConfig, ReproLoader, SeededRandomSampler, WorkerContext, get_context
+
+
+class Squares(Dataset[torch.Tensor]):
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+        noise = 0.0 if rng is None else float(rng.normal())
+        return torch.tensor(i * i + noise)
+
+
+def build() -> DataLoader[torch.Tensor]:
+    config = ReproConfig(seed=1, rng_scope="sample", start_method="spawn")
+    loader: ReproLoader[torch.Tensor] = ReproLoader(
+        Squares(), batch_size=4, shuffle=True, num_workers=2, config=config
+    )
+    loader.set_epoch(3)
+    epoch: int = loader.epoch
+    seed: int = loader.seed
+    del epoch, seed
+    return loader
+
+
+def inside_a_dataset() -> float:
+    ctx: WorkerContext = get_context()
+    return float(ctx.rng.random()) + ctx.epoch + ctx.rank + ctx.worker_id
+
+
+sampler = SeededRandomSampler(range(4), seed=0, epoch=1)
+order: list[int] = list(sampler)
+version: str = reproloader.__version__
