@@ -78,7 +78,7 @@ def checks(make: Any) -> dict[str, bool]:
     out["epochs get new values"] = values(loader) != values(loader)
 
     loader = make(
-        GlobalAugment(16), batch_size=4, num_workers=2, worker_init_fn=popular_worker_init_fn
+        NumpyAugment(16), batch_size=4, num_workers=2, worker_init_fn=popular_worker_init_fn
     )
     out["popular worker_init_fn: epochs differ"] = values(loader) != values(loader)
 
