@@ -6,8 +6,6 @@ numpy SeedSequence tree, in whichever process makes it, so results do not depend
 bookkeeping rather than RNG snapshots.
 """
 
-from __future__ import annotations
-
 from reproloader.config import ReproConfig
 from reproloader.context import WorkerContext, get_context
 from reproloader.exceptions import (

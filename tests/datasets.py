@@ -131,6 +131,25 @@ class Stream(IterableDataset[torch.Tensor]):
             yield torch.tensor([float(i), *draws()], dtype=torch.float64)
 
 
+class Offset(Dataset[float]):
+    """Items expose ``offset``, which a worker_init_fn sets from a random draw."""
+
+    offset = -1.0
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> float:
+        return self.offset
+
+
+def draw_offset(worker_id: int) -> None:
+    """A worker_init_fn that configures the worker's dataset copy with a random draw."""
+    info = get_worker_info()
+    assert info is not None
+    info.dataset.offset = random.random() + np.random.random() + float(torch.rand(()))
+
+
 def record_worker_init(worker_id: int) -> None:
     """The widely copied worker_init_fn that makes numpy repeat every epoch."""
     np.random.seed(np.random.get_state()[1][0] + worker_id)

@@ -12,10 +12,12 @@ from tests.datasets import (
     AllSources,
     EpochAware,
     GlobalDraws,
+    Offset,
     RngArgument,
     RngArgumentItems,
     Stream,
     collect,
+    draw_offset,
     flat,
     same,
 )
@@ -162,3 +164,33 @@ def test_dataset_global_draws_are_independent_across_units() -> None:
     values = flat(collect(make(GlobalDraws(40), num_workers=2, batch_size=2))[0]).reshape(-1, 4)
     for column in range(1, 4):
         assert len(set(values[:, column].tolist())) == 40
+
+
+def test_prefetch_factor_does_not_change_the_batches() -> None:
+    a = collect(make(num_workers=2, prefetch_factor=1, shuffle=True), epochs=2)
+    b = collect(make(num_workers=2, prefetch_factor=4, shuffle=True), epochs=2)
+    assert same(a, b)
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_out_of_order_delivery_keeps_each_batch(scope: str) -> None:
+    def by_first_index(batches: list[Any]) -> dict[int, list[float]]:
+        return {int(b[0, 0]): b.tolist() for b in batches}
+
+    ordered = collect(make(num_workers=2, shuffle=True, config={"rng_scope": scope}))[0]
+    loose = collect(make(num_workers=2, shuffle=True, in_order=False, config={"rng_scope": scope}))[
+        0
+    ]
+    assert by_first_index(ordered) == by_first_index(loose)
+
+
+def test_worker_init_fn_draws_are_reproducible() -> None:
+    def run() -> list[list[float]]:
+        loader = make(Offset(), num_workers=2, batch_size=4, worker_init_fn=draw_offset)
+        return [flat(epoch).tolist() for epoch in collect(loader, epochs=2)]
+
+    first = run()
+    assert first == run()
+    worker0, worker1 = first[0][0], first[0][4]
+    assert worker0 != worker1 != -1.0
+    assert first[0] != first[1]  # workers are started again, for the new epoch

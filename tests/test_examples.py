@@ -1,0 +1,29 @@
+"""The examples run from a fresh interpreter, as a user would run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run(name: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_quickstart_shows_dataloader_failing_and_reproloader_passing() -> None:
+    out = run("quickstart.py")
+    rows = [line.strip() for line in out.splitlines() if line.strip().endswith(("yes", "NO"))]
+    assert len(rows) == 5
+    assert all(line.split()[-1] == "yes" for line in rows)
+    assert all(line.split()[-2] == "NO" for line in rows)
