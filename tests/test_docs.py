@@ -24,7 +24,9 @@ def test_python_blocks_run_in_order(page: Path) -> None:
 
 
 def test_every_cited_test_exists() -> None:
-    cited = set(re.findall(r"`(?:[\w/]+\.py::)?(test_\w+)`", (ROOT / "docs/guarantees.md").read_text()))
+    cited = set(
+        re.findall(r"`(?:[\w/]+\.py::)?(test_\w+)`", (ROOT / "docs/guarantees.md").read_text())
+    )
     defined = {
         name
         for path in (ROOT / "tests").rglob("test_*.py")
