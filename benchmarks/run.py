@@ -1,0 +1,23 @@
+"""``nox -s bench``: every benchmark, each measured against DataLoader in one run.
+
+Results go to ``benchmarks/results/`` (JSON and a Markdown table per benchmark).
+Pass ``--quick`` for a short smoke run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import throughput  # imported after the path set-up above
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    throughput.main(args)
+
+
+if __name__ == "__main__":
+    main()
