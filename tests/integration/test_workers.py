@@ -12,6 +12,7 @@ from tests.datasets import (
     AllSources,
     EpochAware,
     GlobalDraws,
+    InitGenerator,
     Offset,
     RngArgument,
     RngArgumentItems,
@@ -42,7 +43,7 @@ def test_batches_are_identical_for_0_1_2_4_workers(scope: str, shuffle: bool) ->
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("scope", [*SCOPES, "worker"])
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_batches_are_identical_across_start_methods(scope: str, method: str) -> None:
     reference = collect(make(num_workers=2, shuffle=True, config={"rng_scope": scope}))
@@ -194,3 +195,28 @@ def test_worker_init_fn_draws_are_reproducible() -> None:
     worker0, worker1 = first[0][0], first[0][4]
     assert worker0 != worker1 != -1.0
     assert first[0] != first[1]  # workers are started again, for the new epoch
+
+
+def test_switching_off_dataset_rng_reseeding_brings_the_init_generator_bug_back() -> None:
+    def distinct(reseed: bool) -> int:
+        loader = ReproLoader(
+            InitGenerator(16),
+            batch_size=4,
+            num_workers=2,
+            seed=0,
+            config={"reseed_dataset_rngs": reseed},
+        )
+        return len(set(flat(collect(loader)[0]).tolist()))
+
+    assert distinct(True) == 16
+    assert distinct(False) == 8  # both workers replay the same copied Generator
+
+
+def test_narrowed_reseed_globals_leaves_the_others_alone() -> None:
+    def columns(num_workers: int) -> torch.Tensor:
+        loader = make(GlobalDraws(8), num_workers=num_workers, config={"reseed_globals": ["torch"]})
+        return torch.cat(collect(loader)[0])
+
+    in_process, workers = columns(0), columns(2)
+    assert torch.equal(in_process[:, 3], workers[:, 3])  # torch: reseeded, reproducible
+    assert not torch.equal(in_process[:, 1], workers[:, 1])  # python random: not reseeded

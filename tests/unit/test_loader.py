@@ -185,6 +185,20 @@ def test_set_epoch_reaches_sampler_and_batch_sampler() -> None:
     assert sampler.epochs == [0, 1, 2]
 
 
+def test_set_epoch_reaches_a_batch_sampler() -> None:
+    class Recording(BatchSampler):
+        epochs: list[int]
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epochs.append(epoch)
+
+    dataset = GlobalDraws(4)
+    batch_sampler = Recording(SequentialSampler(dataset), batch_size=2, drop_last=False)
+    batch_sampler.epochs = []
+    collect(ReproLoader(dataset, batch_sampler=batch_sampler), epochs=2)
+    assert batch_sampler.epochs == [0, 1]
+
+
 def test_distributed_sampler_gets_set_epoch() -> None:
     dataset = GlobalDraws(8)
     sampler = DistributedSampler(dataset, num_replicas=2, rank=0, shuffle=True, seed=0)
