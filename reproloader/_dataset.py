@@ -24,12 +24,19 @@ from reproloader._producer import Plan, Producer
 from reproloader.exceptions import ConfigError
 from reproloader.seeding import Purpose
 
-__all__ = ["IterableWrapper", "MapWrapper", "Unit", "WorkerInit", "accepts_rng"]
+__all__ = ["IterableWrapper", "MapWrapper", "Unit", "WorkerInit", "accepts_rng", "stateful"]
 
 Unit = tuple[int, int, int, Any]
 """``(epoch, serial, position, payload)``: payload is a list of indices, or one index
 without automatic batching. ``serial`` numbers the loader's passes; only worker scope
 reads it, to know when a worker's stream must restart."""
+
+
+def stateful(obj: object) -> bool:
+    """Whether ``obj`` has ``state_dict`` and ``load_state_dict`` (torchdata's Stateful)."""
+    return callable(getattr(obj, "state_dict", None)) and callable(
+        getattr(obj, "load_state_dict", None)
+    )
 
 
 def accepts_rng(fn: Callable[..., Any] | None) -> bool:
@@ -139,6 +146,22 @@ class MapWrapper(_Wrapper, Dataset[Any]):
             return [dataset.__getitem__(i, rng=rng) for i in indices]
         return [dataset[i] for i in indices]
 
+    # torchdata's worker snapshots call these in the producing process. They are
+    # only used where workers hold state: worker scope, or a dataset with its own
+    # state_dict (elsewhere the loader turns snapshots off).
+    def state_dict(self) -> dict[str, Any]:
+        producer = self._producer
+        return {
+            "dataset": self.dataset.state_dict() if stateful(self.dataset) else None,
+            "stream": producer.stream_state() if producer is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("dataset") is not None:
+            self.dataset.load_state_dict(state["dataset"])
+        if state.get("stream") is not None:
+            self.producer().load_stream_state(state["stream"])
+
     def __getitem__(self, unit: Unit) -> Any:
         # Without automatic batching (batch_size=None) each unit is one sample.
         epoch, serial, position, index = unit
@@ -236,6 +259,58 @@ class UnitIterator(Iterator[Any]):
         item = next(it)
         self.position = position + 1
         return item
+
+    # torchdata's worker snapshots call these in the producing process.
+    def state_dict(self) -> dict[str, Any]:
+        wrapper = self._wrapper
+        user: Any = None
+        kind = None
+        if self._it is not None and stateful(self._it):
+            user, kind = self._it.state_dict(), "iterator"  # type: ignore[attr-defined]
+        elif stateful(wrapper.dataset):
+            user, kind = wrapper.dataset.state_dict(), "dataset"
+        producer = wrapper._producer  # the wrapper of this process
+        stream = None
+        if kind is not None and wrapper.plan.scope == "worker" and producer is not None:
+            stream = producer.stream_state()
+        return {
+            "epoch": self.epoch,
+            "serial": self.serial,
+            "position": self.position,
+            "kind": kind,
+            "user": user,
+            "stream": stream,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue at ``state["position"]`` of the same pass.
+
+        A dataset (or its iterator) with its own ``state_dict`` is restored through
+        it. Any other is fast-forwarded: iterated from the start of the pass with
+        the same reseeding, so every RNG ends where it was, at the cost of producing
+        the skipped samples again.
+        """
+        wrapper = self._wrapper
+        position = state["position"]
+        self.epoch, self.serial = state["epoch"], state["serial"]
+        producer = wrapper.producer()
+        producer.enter_epoch(self.epoch)
+        kind = state["kind"]
+        if kind == "dataset":
+            wrapper.dataset.load_state_dict(state["user"])
+            self._it = iter(wrapper.dataset)
+        elif kind == "iterator":
+            it: Any = iter(wrapper.dataset)
+            it.load_state_dict(state["user"])
+            self._it = it
+        else:
+            self._it, self.position = None, 0
+            for _ in range(position):
+                next(self)
+            return
+        self.position = position
+        if state["stream"] is not None:
+            producer.load_stream_state(state["stream"])
 
 
 class WorkerInit:

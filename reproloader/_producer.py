@@ -18,7 +18,9 @@ import torch.utils.data
 
 from reproloader import context as _context
 from reproloader._rngs import AttributeRngs, GlobalRngs, find_rngs
+from reproloader._rngstate import dump_rng, load_rng
 from reproloader.context import RngScope, WorkerContext
+from reproloader.exceptions import StateMismatchError
 from reproloader.seeding import Lane, Purpose, SeedTree, UnitStreams
 
 __all__ = ["Plan", "Producer"]
@@ -156,3 +158,38 @@ class Producer:
                 sample_index=self._sample_index,
             )
         return ctx
+
+    # -- worker scope: a stream that continues across units ------------------
+
+    def stream_state(self) -> dict[str, Any] | None:
+        """Where this process's running stream stands, as plain data (or None)."""
+        if self.stream is None:
+            return None
+        return {
+            "stream": list(self.stream),
+            "globals": self._globals.to_plain(self._globals.peek()),
+            "rng": dump_rng(self._rng) if self._rng is not None else None,
+            "attributes": {path: dump_rng(rng) for path, rng in self._attributes.rngs},
+        }
+
+    def load_stream_state(self, state: dict[str, Any]) -> None:
+        """Continue the stream a :meth:`stream_state` describes, in this process."""
+        epoch, serial = state["stream"]
+        self.enter_epoch(epoch)
+        self.stream = (epoch, serial)
+        # An rng handed out later must start where the stream starts.
+        self._key = self.plan.tree.key(Purpose.WORKER, epoch, self.plan.rank)
+        self._unit = self.worker_id
+        self._globals.restore(self._globals.from_plain(state["globals"]))
+        if state["rng"] is not None:
+            load_rng(self.rng, state["rng"])
+        saved = state["attributes"]
+        found = self._attributes.paths
+        if sorted(saved) != found:
+            raise StateMismatchError(
+                f"cannot resume: the dataset's RNG attributes were {sorted(saved)} when "
+                f"the state was saved and are {found} now; resume with the same dataset",
+                {"dataset RNG attributes": (sorted(saved), found)},
+            )
+        for path, rng in self._attributes.rngs:
+            load_rng(rng, saved[path])

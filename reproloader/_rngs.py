@@ -127,6 +127,22 @@ class LegacyState:
             self.rs.set_state(("MT19937", mt[:_MT_WORDS], int(mt[-1]), 1, gauss))
             self._mark = None
 
+    def to_plain(self, snapshot: Any) -> dict[str, Any]:
+        """A :meth:`save` snapshot as plain data: key, position, cached deviate."""
+        if self._live is None:
+            _, key, pos, has_gauss, gauss = snapshot
+            return {"key": key.tolist(), "pos": int(pos), "gauss": gauss if has_gauss else None}
+        mt, gauss = snapshot
+        return {"key": mt[:_MT_WORDS].tolist(), "pos": int(mt[-1]), "gauss": gauss}
+
+    def from_plain(self, plain: dict[str, Any]) -> Any:
+        """The :meth:`save` snapshot that :meth:`to_plain` made ``plain`` from."""
+        key = np.asarray(plain["key"], dtype=np.uint32)
+        gauss = plain["gauss"]
+        if self._live is None:
+            return ("MT19937", key, plain["pos"], int(gauss is not None), gauss or 0.0)
+        return np.append(key, np.uint32(plain["pos"])), gauss
+
     def reseed(self, words: npt.NDArray[np.uint64]) -> None:
         """Fill the whole MT19937 state from 312 contiguous words; clear the cached deviate."""
         raw = self._raw
@@ -196,6 +212,30 @@ class GlobalRngs:
             torch.default_generator.set_state(pt)
         if self._numpy is not None:
             self._numpy.restore(np_)
+
+    def peek(self) -> tuple[Any, Any, Any]:
+        """A snapshot that leaves the RNGs exactly as they were."""
+        snapshot = self.save()
+        self.restore(snapshot)
+        return snapshot
+
+    def to_plain(self, snapshot: tuple[Any, Any, Any]) -> dict[str, Any]:
+        """A snapshot as plain data (lists, ints, a tensor), for resume states."""
+        py, pt, np_ = snapshot
+        return {
+            "random": [py[0], list(py[1]), py[2]] if self._random else None,
+            "torch": pt if self._torch else None,
+            "numpy": self._numpy.to_plain(np_) if self._numpy is not None else None,
+        }
+
+    def from_plain(self, plain: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """The snapshot that :meth:`to_plain` made ``plain`` from."""
+        py = plain["random"]
+        return (
+            (py[0], tuple(py[1]), py[2]) if py is not None else None,
+            plain["torch"],
+            self._numpy.from_plain(plain["numpy"]) if self._numpy is not None else None,
+        )
 
 
 def _is_global(obj: object) -> bool:

@@ -33,15 +33,16 @@ from torchdata.stateful_dataloader.stateful_dataloader import (
     _StatefulSingleProcessDataLoaderIter,
 )
 
-from reproloader._dataset import IterableWrapper, MapWrapper, WorkerInit
+from reproloader._dataset import IterableWrapper, MapWrapper, WorkerInit, stateful
 from reproloader._isolation import Isolation
 from reproloader._producer import Plan
 from reproloader._rngs import GlobalRngs
 from reproloader._units import Pass, SamplerRngs, UnitSampler, fast_mode
 from reproloader.config import ReproConfig
-from reproloader.exceptions import ConfigError
+from reproloader.exceptions import ConfigError, StateError, StateMismatchError
 from reproloader.sampler import SeededRandomSampler
 from reproloader.seeding import MAX_PATH_ELEMENT, MAX_SEED, SeedTree
+from reproloader.state import FORMAT, VERSION, LoaderState, check_compatible, upgrade
 
 __all__ = ["ReproLoader"]
 
@@ -148,6 +149,7 @@ class ReproLoader(_Base[_T_co]):
     """
 
     next_iter_state: dict[str, Any] | None
+    _iterator: Any  # torchdata's iterators, which carry no type information
 
     def __init__(
         self,
@@ -230,6 +232,8 @@ class ReproLoader(_Base[_T_co]):
         self._epoch = 0
         self._started = False  # has an iterator started in the current epoch?
         self._serial = 0
+        self._pending_start = 0  # where the next pass starts (set by load_state_dict)
+        self._loaded_end: int | None = None  # position of a finished pass that was loaded
         self._current: list[Pass] = [Pass(epoch=0, serial=0)]
         self._fast = None if iterable else fast_mode(self.sampler, batch_sampler is not None)
         # Draws for torch's per-iterator base seed come from here, not from the
@@ -323,14 +327,18 @@ class ReproLoader(_Base[_T_co]):
             raise ValueError(f"epoch must be in [0, {MAX_PATH_ELEMENT}), got {epoch}")
         self._epoch = epoch
         self._started = False
+        self._pending_start = 0
+        self._loaded_end = None
 
     def __iter__(self) -> Any:
         if self._started:
             self.set_epoch(self._epoch + 1)
         self._started = True
         epoch = self._epoch
-        self._current[0] = Pass(epoch=epoch, serial=self._serial)
+        self._current[0] = Pass(epoch=epoch, serial=self._serial, start=self._pending_start)
         self._serial += 1
+        self._pending_start = 0
+        self._loaded_end = None
         for owner in (self.sampler, self.batch_sampler, self.dataset):
             set_epoch = getattr(owner, "set_epoch", None)
             if callable(set_epoch):
@@ -378,10 +386,11 @@ class ReproLoader(_Base[_T_co]):
                 fast=self._fast,
                 sampler_rngs=None if self._fast else self._get_sampler_rngs(plan.rank),
             )
-            # Map-style positions are (epoch, batches yielded): workers hold nothing
-            # the main process cannot recompute, so skip torchdata's per-batch
-            # worker snapshots (about 50 us per batch).
-            overrides["snapshot_every_n_steps"] = 0
+            if not self._workers_hold_state:
+                # Map-style positions are (epoch, batches yielded): workers hold
+                # nothing the main process cannot recompute, so skip torchdata's
+                # per-batch worker snapshots (about 50 us per batch).
+                overrides["snapshot_every_n_steps"] = 0
         overrides["dataset"] = wrapper
         return _IteratorView(self, **overrides)
 
@@ -415,6 +424,147 @@ class ReproLoader(_Base[_T_co]):
                 return _SingleProcessIter(view, state, isolation)
         self.check_worker_number_rationality()
         return _StatefulMultiProcessingDataLoaderIter(view, state)
+
+    # -- checkpointing ---------------------------------------------------------
+
+    @property
+    def _workers_hold_state(self) -> bool:
+        # Where a position alone does not say what the workers would do next.
+        return self._iterable or self.config.rng_scope == "worker" or stateful(self.dataset)
+
+    def _sampler_kind(self) -> str:
+        if self._iterable:
+            return "iterable"
+        if self._fast == "sequential":
+            return "sequential"
+        if self._fast == "permutation":
+            sampler_seed = self.sampler.seed  # type: ignore[attr-defined]
+            return "shuffle" if sampler_seed == self.seed else f"shuffle(seed={sampler_seed})"
+        if self._fast is None and self.batch_sampler is not None and self.batch_size is None:
+            return f"batch_sampler:{type(self.batch_sampler).__qualname__}"
+        return f"sampler:{type(self.sampler).__qualname__}"
+
+    def _describe(self) -> dict[str, Any]:
+        """The fields of a state that say which data a position means, for this loader."""
+        rank, world_size = _distributed()
+        try:
+            length: int | None = len(self.dataset)  # type: ignore[arg-type]
+        except TypeError:
+            length = None
+        return {
+            "seed": self.seed,
+            "rng_scope": self.config.rng_scope,
+            "reseed_globals": sorted(self.config.reseed_globals),
+            "reseed_dataset_rngs": self.config.reseed_dataset_rngs,
+            "dataset_length": length,
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
+            "sampler": self._sampler_kind(),
+            "world_size": world_size,
+            "rank": rank,
+            "num_workers": self.num_workers,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader is: resume with :meth:`load_state_dict` on a new loader.
+
+        Can be taken between any two batches, before the first and after the last.
+        The state is small and plain (see :class:`reproloader.state.LoaderState`):
+        ``torch.save`` it with your checkpoint; ``torch.load(weights_only=True)``
+        reads it back.
+
+        Raises:
+            StateError: mid-epoch with ``in_order=False`` and workers, where the
+                batches handed out are not the first ones of the epoch.
+        """
+        workers: dict[str, Any] | None = None
+        if not self._started:
+            epoch, position, finished, serial = (
+                self._epoch,
+                self._pending_start,
+                False,
+                self._serial,
+            )
+            workers = self.next_iter_state
+        elif self._iterator is None:  # a finished pass was loaded and nothing iterated since
+            epoch, finished, serial = self._epoch, True, self._serial - 1
+            position = self._loaded_end or 0
+        else:
+            current = self._current[0]
+            iterator = self._iterator
+            epoch, serial = current.epoch, current.serial
+            position = current.start + iterator._num_yielded
+            finished = bool(iterator._finished)
+            if self.num_workers > 0 and not self.in_order and not finished and position:
+                raise StateError(
+                    "cannot take a mid-epoch state with in_order=False: batches arrive in "
+                    "the order workers finish them, so the ones handed out are not the "
+                    "epoch's first ones. Checkpoint at epoch boundaries, or use in_order=True."
+                )
+            if self._workers_hold_state and position and not finished:
+                if self.num_workers == 0:
+                    # The loader's own RNG states are swapped in only inside the window.
+                    with self._main_isolation():
+                        workers = iterator.state_dict()
+                else:
+                    workers = iterator.state_dict()
+        state: LoaderState = {
+            "format": FORMAT,
+            "version": VERSION,
+            **self._describe(),  # type: ignore[typeddict-item]
+            "epoch": epoch,
+            "position": position,
+            "finished": finished,
+            "serial": serial,
+            "workers": workers,
+        }
+        return dict(state)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` taken from a loader built the same way.
+
+        Call it on a fresh loader, before iterating. The batches that follow are
+        bitwise equal to those the saved loader would have produced next, random
+        values included, for the rest of the epoch and later ones. Map-style datasets
+        in batch or sample scope resume into any ``num_workers``, and start at the
+        saved batch without loading or replaying the ones before.
+
+        Raises:
+            StateVersionError: not a ReproLoader state, or a newer format.
+            StateMismatchError: the state was taken from a loader that differs from
+                this one; the message lists every differing field, both values.
+        """
+        state = upgrade(state_dict)
+        workers = state["workers"]
+        check_compatible(state, self._describe(), workers=workers is not None)
+        # Worker state is needed mid-pass, where workers hold state (worker scope,
+        # iterable datasets, datasets with a state_dict), and only there.
+        needed = self._workers_hold_state and state["position"] > 0 and not state["finished"]
+        if (workers is not None) != needed:
+            raise StateMismatchError(
+                "cannot resume: the state "
+                f"{'carries' if workers is not None else 'lacks'} worker state, which this "
+                f"loader {'needs' if needed else 'does not use'} here (worker scope, iterable "
+                "datasets and datasets with a state_dict make workers hold state); resume "
+                "with the same dataset and rng_scope",
+                {"worker state": (workers is not None, needed)},
+            )
+        self.set_epoch(state["epoch"])
+        self._iterator = None
+        self.next_iter_state = None
+        self._initial_iter_for_state_dict = False
+        if state["finished"]:
+            self._started = True  # the next pass is the next epoch
+            self._loaded_end = state["position"]
+            self._serial = state["serial"] + 1
+        else:
+            self._serial = state["serial"]
+            if workers is not None:
+                # torchdata restores positions and worker states; it skips the units
+                # before the position in the unit sampler, which loads nothing.
+                self.next_iter_state = workers
+            else:
+                self._pending_start = state["position"]
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,76 @@
+"""RNG states as plain data: ints, floats, lists, dicts and tensors only.
+
+Resume states must load with ``torch.load(f, weights_only=True)`` and survive JSON,
+so numpy arrays and tuples become lists here, and come back as the types each RNG's
+setter expects. Only worker scope and iterable datasets ever need these: in batch
+and sample scope a unit's RNG state is a function of its position.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["dump_rng", "load_rng", "to_plain"]
+
+
+def to_plain(value: Any) -> Any:
+    """Arrays, tuples and numpy scalars as lists and Python numbers, recursively."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value
+
+
+def _bit_generator_state(plain: Mapping[str, Any], template: Mapping[str, Any]) -> dict[str, Any]:
+    # Lists back to arrays wherever the live state has arrays, with their dtype.
+    out: dict[str, Any] = {}
+    for key, value in plain.items():
+        like = template.get(key)
+        if isinstance(like, np.ndarray):
+            out[key] = np.asarray(value, dtype=like.dtype)
+        elif isinstance(like, dict):
+            out[key] = _bit_generator_state(value, like)
+        else:
+            out[key] = value
+    return out
+
+
+def dump_rng(rng: object) -> Any:
+    """The state of one RNG object as plain data."""
+    if isinstance(rng, np.random.Generator):
+        return to_plain(rng.bit_generator.state)
+    if isinstance(rng, np.random.RandomState):
+        return to_plain(rng.get_state(legacy=False))
+    if isinstance(rng, random.Random):
+        version, internal, gauss = rng.getstate()
+        return [version, list(internal), gauss]
+    if isinstance(rng, torch.Generator):
+        return rng.get_state()
+    raise TypeError(f"not an RNG reproloader knows: {type(rng).__name__}")
+
+
+def load_rng(rng: object, state: Any) -> None:
+    """Put a :func:`dump_rng` state back, in place."""
+    if isinstance(rng, np.random.Generator):
+        bit_generator = rng.bit_generator
+        bit_generator.state = _bit_generator_state(state, bit_generator.state)
+    elif isinstance(rng, np.random.RandomState):
+        template = rng.get_state(legacy=False)
+        rng.set_state(_bit_generator_state(state, template))
+    elif isinstance(rng, random.Random):
+        version, internal, gauss = state
+        rng.setstate((version, tuple(internal), gauss))
+    elif isinstance(rng, torch.Generator):
+        rng.set_state(state)
+    else:
+        raise TypeError(f"not an RNG reproloader knows: {type(rng).__name__}")

@@ -1,0 +1,149 @@
+"""``LoaderState``: the versioned, plain-data schema of ``ReproLoader.state_dict()``.
+
+A state is small: where the loader is (epoch, batches handed out, whether the pass
+ended) and what that position means (the seed and every argument that decides the
+batches). Only where workers hold state the main process cannot recompute (worker
+scope, iterable datasets, datasets with their own ``state_dict``) does it carry
+torchdata's per-worker snapshots as well.
+
+It holds ints, floats, strings, bools, lists, dicts and (worker scope only) torch
+tensors: ``torch.load(f, weights_only=True)`` reads it and, tensors aside, so does
+``json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, TypedDict
+
+from reproloader.exceptions import StateMismatchError, StateVersionError
+
+__all__ = ["FORMAT", "VERSION", "LoaderState", "check_compatible", "upgrade"]
+
+FORMAT: Final = "reproloader.ReproLoader"
+VERSION: Final = 1
+
+# Fields that decide which data a position means. A resumed loader must agree on all.
+IDENTITY_FIELDS: Final = (
+    "seed",
+    "rng_scope",
+    "reseed_globals",
+    "reseed_dataset_rngs",
+    "dataset_length",
+    "batch_size",
+    "drop_last",
+    "sampler",
+    "world_size",
+    "rank",
+)
+
+
+class LoaderState(TypedDict):
+    """What ``ReproLoader.state_dict()`` returns (format version 1).
+
+    Attributes:
+        format: always ``"reproloader.ReproLoader"``.
+        version: the format version, 1.
+        seed: the loader's root seed.
+        rng_scope: ``"batch"``, ``"sample"`` or ``"worker"``.
+        reseed_globals: sorted names of the reseeded global RNGs.
+        reseed_dataset_rngs: whether RNG objects on the dataset are reseeded.
+        dataset_length: ``len(dataset)``, or None for an iterable dataset without one.
+        batch_size: the loader's batch size (None without automatic batching).
+        drop_last: the loader's ``drop_last``.
+        sampler: what orders the data: ``"sequential"``, ``"shuffle"``,
+            ``"iterable"``, or ``"sampler:<class>"`` / ``"batch_sampler:<class>"``
+            for one passed in.
+        world_size: ranks when the state was taken.
+        rank: this loader's rank then.
+        num_workers: the loader's ``num_workers`` (must match only where ``workers``
+            is not None).
+        epoch: the epoch of the current pass (or of the next one, if none started).
+        position: batches handed out in that pass.
+        finished: whether that pass ran to its end; the next pass is then the next
+            epoch.
+        serial: the pass's serial number (worker scope matches streams by it).
+        workers: torchdata's iterator state, where workers hold state; else None.
+    """
+
+    format: str
+    version: int
+    seed: int
+    rng_scope: str
+    reseed_globals: list[str]
+    reseed_dataset_rngs: bool
+    dataset_length: int | None
+    batch_size: int | None
+    drop_last: bool
+    sampler: str
+    world_size: int
+    rank: int
+    num_workers: int
+    epoch: int
+    position: int
+    finished: bool
+    serial: int
+    workers: dict[str, Any] | None
+
+
+def upgrade(state: Mapping[str, Any]) -> LoaderState:
+    """Check the format and version of a state; convert older versions to this one.
+
+    Raises:
+        StateVersionError: not a ReproLoader state, or from a newer release.
+    """
+    if not isinstance(state, Mapping) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
+        raise StateVersionError(
+            f"not a ReproLoader state: expected format {FORMAT!r}, got {found!r}; pass "
+            "what ReproLoader.state_dict() returned (StatefulDataLoader states do not "
+            "carry the seed and epoch a ReproLoader needs)"
+        )
+    version = state.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise StateVersionError(f"unknown ReproLoader state version {version!r}")
+    if version > VERSION:
+        raise StateVersionError(
+            f"this state has format version {version}, written by a newer reproloader; "
+            f"this release reads versions up to {VERSION}. Upgrade reproloader to resume it."
+        )
+    missing = sorted(set(LoaderState.__annotations__) - set(state))
+    if missing:
+        raise StateVersionError(f"ReproLoader state (version {version}) lacks fields {missing}")
+    return dict(state)  # type: ignore[return-value]
+
+
+def check_compatible(saved: LoaderState, current: Mapping[str, Any], *, workers: bool) -> None:
+    """Raise if ``saved`` was taken from a loader that differs from ``current``.
+
+    Args:
+        saved: the state to resume.
+        current: the same fields, describing this loader.
+        workers: whether the state carries worker-held state, which ties it to
+            the same ``num_workers``.
+
+    Raises:
+        StateMismatchError: naming every differing field with both values.
+    """
+    fields = [*IDENTITY_FIELDS, "num_workers"] if workers else list(IDENTITY_FIELDS)
+    mismatches = {
+        name: (saved[name], current[name])  # type: ignore[literal-required]
+        for name in fields
+        if saved[name] != current[name]  # type: ignore[literal-required]
+    }
+    if not mismatches:
+        return
+    listed = "; ".join(
+        f"{name}: saved {a!r}, this loader {b!r}" for name, (a, b) in mismatches.items()
+    )
+    advice = "rebuild the loader with the saved values"
+    if "num_workers" in mismatches:
+        advice += (
+            " (num_workers must match because workers hold state in worker scope, for "
+            "iterable datasets and for datasets with their own state_dict)"
+        )
+    raise StateMismatchError(
+        f"cannot resume: the state was saved by a different loader. {listed}. Either {advice}, "
+        "or start this loader without the state.",
+        mismatches,
+    )

@@ -1,0 +1,126 @@
+"""Mid-epoch resume: one harness, every component, several stop points."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import (
+    BatchSampler,
+    DistributedSampler,
+    RandomSampler,
+    SequentialSampler,
+    WeightedRandomSampler,
+)
+
+from reproloader import ReproLoader
+from reproloader.testing import assert_resume_matches
+from tests.datasets import AllSources, RngArgument, Stream
+
+N = 23  # an odd length: the last batch is short
+STOPS = [0, 1, 3, 5, 6, 9]  # with batch 4: before the first, mid-epoch, end of epoch 0, epoch 1
+
+
+def loader_factory(dataset: Any = None, **kwargs: Any) -> Any:
+    kwargs.setdefault("batch_size", 4)
+    kwargs.setdefault("seed", 3)
+    return lambda: ReproLoader(AllSources(N) if dataset is None else dataset, **kwargs)
+
+
+@pytest.mark.parametrize("scope", ["batch", "sample", "worker"])
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_resume_map_style(scope: str, num_workers: int, shuffle: bool) -> None:
+    make = loader_factory(shuffle=shuffle, num_workers=num_workers, config={"rng_scope": scope})
+    assert_resume_matches(make, stop_at=STOPS)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("num_workers", [1, 4])
+def test_resume_drop_last_and_worker_counts(drop_last: bool, num_workers: int) -> None:
+    make = loader_factory(shuffle=True, drop_last=drop_last, num_workers=num_workers)
+    assert_resume_matches(make, stop_at=[2, 5, 8])
+
+
+@pytest.mark.parametrize("scope", ["batch", "sample", "worker"])
+def test_resume_at_epoch_boundary_after_stop_iteration(scope: str) -> None:
+    make = loader_factory(shuffle=True, num_workers=2, config={"rng_scope": scope})
+    assert_resume_matches(make, stop_at=[6, 12], epochs=3, between_epochs=True)
+
+
+@pytest.mark.parametrize("scope", ["batch", "sample"])
+@pytest.mark.parametrize(("saved_with", "resumed_with"), [(0, 2), (2, 0), (1, 4)])
+def test_resume_into_another_num_workers(scope: str, saved_with: int, resumed_with: int) -> None:
+    config = {"rng_scope": scope}
+    assert_resume_matches(
+        loader_factory(shuffle=True, num_workers=saved_with, config=config),
+        make_resumed=loader_factory(shuffle=True, num_workers=resumed_with, config=config),
+        stop_at=[3, 8],
+    )
+
+
+@pytest.mark.parametrize("scope", ["batch", "worker"])
+def test_resume_with_persistent_workers_and_prefetch(scope: str) -> None:
+    make = loader_factory(
+        shuffle=True,
+        num_workers=2,
+        persistent_workers=True,
+        prefetch_factor=4,
+        config={"rng_scope": scope},
+    )
+    assert_resume_matches(make, stop_at=[1, 7, 11], epochs=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scope", ["batch", "worker"])
+def test_resume_with_spawn(scope: str) -> None:
+    make = loader_factory(
+        shuffle=True, num_workers=2, config={"rng_scope": scope, "start_method": "spawn"}
+    )
+    assert_resume_matches(make, stop_at=[5])
+
+
+def _sampler_loaders() -> dict[str, Any]:
+    dataset = AllSources(N)
+    return {
+        "custom sampler": lambda: ReproLoader(
+            dataset, sampler=WeightedRandomSampler(torch.ones(N), N), batch_size=4, seed=1
+        ),
+        "random sampler with generator": lambda: ReproLoader(
+            dataset,
+            sampler=RandomSampler(dataset, generator=torch.Generator().manual_seed(0)),
+            batch_size=4,
+            seed=1,
+        ),
+        "batch sampler": lambda: ReproLoader(
+            dataset,
+            batch_sampler=BatchSampler(SequentialSampler(dataset), 5, drop_last=False),
+            seed=1,
+            num_workers=2,
+        ),
+        "distributed sampler": lambda: ReproLoader(
+            dataset,
+            sampler=DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=0),
+            batch_size=3,
+            seed=1,
+        ),
+        "no automatic batching": lambda: ReproLoader(
+            dataset, batch_size=None, shuffle=True, seed=1, num_workers=2
+        ),
+        "rng argument": lambda: ReproLoader(
+            RngArgument(N), batch_size=4, shuffle=True, seed=1, num_workers=2
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_sampler_loaders()))
+def test_resume_samplers_and_datasets(name: str) -> None:
+    assert_resume_matches(_sampler_loaders()[name], stop_at=[0, 2, 4, 7])
+
+
+@pytest.mark.parametrize("scope", ["batch", "sample", "worker"])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_iterable_dataset_by_fast_forward(scope: str, num_workers: int) -> None:
+    make = loader_factory(Stream(21), num_workers=num_workers, config={"rng_scope": scope})
+    assert_resume_matches(make, stop_at=[0, 2, 4, 6, 7])
