@@ -236,6 +236,7 @@ class UnitIterator(Iterator[Any]):
                 sample_index=position,
             )
         else:
+            producer.stream = (epoch, self.serial)
             path = (epoch, plan.rank)
             producer.begin(Purpose.WORKER, path, producer.worker_id, epoch=epoch, batch_index=batch)
 

@@ -171,3 +171,72 @@ def same(a: list[list[Any]], b: list[list[Any]]) -> bool:
     return len(a) == len(b) and all(
         len(x) == len(y) and torch.equal(flat(x), flat(y)) for x, y in zip(a, b, strict=True)
     )
+
+
+class CountingMap(AllSources):
+    """Counts the items it produces in this process."""
+
+    calls = 0
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        type(self).calls += 1
+        return super().__getitem__(i)
+
+
+class _StreamIterator:
+    """An iterator with its own state_dict: resumable without replaying."""
+
+    produced = 0
+
+    def __init__(self, n: int, start: int, step: int) -> None:
+        self.i, self.n, self.step = start, n, step
+
+    def __iter__(self) -> _StreamIterator:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.i >= self.n:
+            raise StopIteration
+        type(self).produced += 1
+        item = torch.tensor([float(self.i), *draws()], dtype=torch.float64)
+        self.i += self.step
+        return item
+
+    def state_dict(self) -> dict[str, int]:
+        return {"i": self.i}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.i = state["i"]
+
+
+class StatefulStream(IterableDataset[torch.Tensor]):
+    """An iterable dataset whose iterator is Stateful."""
+
+    def __init__(self, n: int = 20) -> None:
+        self.n = n
+
+    def __iter__(self) -> _StreamIterator:
+        info = get_worker_info()
+        start, step = (info.id, info.num_workers) if info is not None else (0, 1)
+        return _StreamIterator(self.n, start, step)
+
+
+class Curriculum(Dataset[torch.Tensor]):
+    """A map-style dataset with its own state: a difficulty that grows per item served."""
+
+    def __init__(self, n: int = 20) -> None:
+        self.n = n
+        self.level = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        self.level += 1
+        return torch.tensor([float(i), float(self.level), random.random()], dtype=torch.float64)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"level": self.level}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.level = state["level"]

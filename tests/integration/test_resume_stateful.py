@@ -1,0 +1,99 @@
+"""Resume cost and datasets that bring their own state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reproloader import ReproLoader
+from reproloader.testing import assert_resume_matches
+from tests.datasets import AllSources, CountingMap, Curriculum, StatefulStream, _StreamIterator
+
+
+def test_resuming_a_map_style_loader_loads_no_skipped_sample() -> None:
+    source = ReproLoader(CountingMap(1000), batch_size=10, shuffle=True, seed=0)
+    it = iter(source)
+    for _ in range(60):
+        next(it)
+    state = source.state_dict()
+    CountingMap.calls = 0
+    resumed = ReproLoader(CountingMap(1000), batch_size=10, shuffle=True, seed=0)
+    resumed.load_state_dict(state)
+    next(iter(resumed))
+    assert CountingMap.calls == 10
+
+
+@pytest.mark.parametrize("scope", ["batch", "sample", "worker"])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_stateful_iterable_dataset_resumes_through_its_state(scope: str, num_workers: int) -> None:
+    def make() -> Any:
+        return ReproLoader(
+            StatefulStream(22),
+            batch_size=3,
+            num_workers=num_workers,
+            seed=4,
+            config={"rng_scope": scope},
+        )
+
+    assert_resume_matches(make, stop_at=[0, 1, 3, 5, 8])
+
+
+def test_stateful_iterable_dataset_is_not_replayed() -> None:
+    source = ReproLoader(StatefulStream(40), batch_size=4, seed=0)
+    it = iter(source)
+    for _ in range(8):
+        next(it)
+    state = source.state_dict()
+    _StreamIterator.produced = 0
+    resumed = ReproLoader(StatefulStream(40), batch_size=4, seed=0)
+    resumed.load_state_dict(state)
+    next(iter(resumed))
+    assert _StreamIterator.produced == 4
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_map_dataset_with_its_own_state_resumes_it(num_workers: int) -> None:
+    def make() -> Any:
+        return ReproLoader(
+            Curriculum(20), batch_size=3, shuffle=True, num_workers=num_workers, seed=2
+        )
+
+    assert_resume_matches(make, stop_at=[2, 5, 9])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 25),
+    batch_size=st.integers(1, 6),
+    drop_last=st.booleans(),
+    shuffle=st.booleans(),
+    scope=st.sampled_from(["batch", "sample", "worker"]),
+    num_workers=st.sampled_from([0, 2]),
+    data=st.data(),
+)
+def test_stopping_anywhere_and_resuming_gives_the_same_stream(
+    n: int,
+    batch_size: int,
+    drop_last: bool,
+    shuffle: bool,
+    scope: str,
+    num_workers: int,
+    data: st.DataObject,
+) -> None:
+    def make() -> Any:
+        return ReproLoader(
+            AllSources(n),
+            batch_size=batch_size,
+            drop_last=drop_last,
+            shuffle=shuffle,
+            num_workers=num_workers,
+            seed=n,
+            config={"rng_scope": scope},
+        )
+
+    per_epoch = n // batch_size if drop_last else -(-n // batch_size)
+    stop = data.draw(st.integers(0, 2 * per_epoch), label="stop after batch")
+    assert_resume_matches(make, stop_at=stop)

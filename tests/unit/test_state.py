@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import io
+import json
+import re
+from typing import Any
+
+import pytest
+import torch
+
+from reproloader import ReproLoader, StateError, StateMismatchError, StateVersionError
+from reproloader.state import VERSION
+from tests.datasets import AllSources, Stream
+
+
+def loader(**kwargs: Any) -> ReproLoader[Any]:
+    kwargs.setdefault("batch_size", 4)
+    kwargs.setdefault("seed", 5)
+    return ReproLoader(AllSources(20), shuffle=True, **kwargs)
+
+
+def mid_epoch_state(**kwargs: Any) -> dict[str, Any]:
+    source = loader(**kwargs)
+    it = iter(source)
+    next(it)
+    next(it)
+    return source.state_dict()
+
+
+def plain(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str, torch.Tensor))
+
+
+def test_state_is_small_plain_and_json_safe() -> None:
+    state = mid_epoch_state()
+    assert plain(state)
+    assert json.loads(json.dumps(state)) == state
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    assert buffer.tell() < 2048
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True) == state
+
+
+def test_state_records_position_and_what_it_means() -> None:
+    state = mid_epoch_state()
+    assert state["format"] == "reproloader.ReproLoader"
+    assert state["version"] == VERSION
+    assert (state["epoch"], state["position"], state["finished"]) == (0, 2, False)
+    assert (state["seed"], state["batch_size"], state["dataset_length"]) == (5, 4, 20)
+    assert (state["sampler"], state["rng_scope"], state["world_size"]) == ("shuffle", "batch", 1)
+    assert state["workers"] is None
+
+
+def test_positions_before_during_and_after_an_epoch() -> None:
+    source = loader()
+    assert source.state_dict()["position"] == 0
+    batches = iter(source)
+    for _ in range(5):
+        next(batches)
+    state = source.state_dict()
+    assert (state["position"], state["finished"]) == (5, False)
+    with pytest.raises(StopIteration):
+        next(batches)
+    state = source.state_dict()
+    assert (state["epoch"], state["position"], state["finished"]) == (0, 5, True)
+
+
+def test_a_loaded_state_reads_back_unchanged_before_iterating() -> None:
+    for state in (mid_epoch_state(), loader().state_dict()):
+        resumed = loader()
+        resumed.load_state_dict(state)
+        assert resumed.state_dict() == state
+
+
+def test_every_mismatched_field_is_named_with_both_values() -> None:
+    state = mid_epoch_state()
+    other = ReproLoader(AllSources(21), batch_size=5, drop_last=True, seed=6)
+    message = (
+        "cannot resume: the state was saved by a different loader. "
+        "seed: saved 5, this loader 6; dataset_length: saved 20, this loader 21; "
+        "batch_size: saved 4, this loader 5; drop_last: saved False, this loader True; "
+        "sampler: saved 'shuffle', this loader 'sequential'. Either rebuild the loader with "
+        "the saved values, or start this loader without the state."
+    )
+    with pytest.raises(StateMismatchError, match=re.escape(message)) as info:
+        other.load_state_dict(state)
+    assert info.value.mismatches["batch_size"] == (4, 5)
+    assert isinstance(info.value, ValueError)
+
+
+def test_scope_and_reseeding_settings_must_match() -> None:
+    state = mid_epoch_state()
+    with pytest.raises(StateMismatchError, match="rng_scope: saved 'batch', this loader 'sample'"):
+        loader(config={"rng_scope": "sample"}).load_state_dict(state)
+    with pytest.raises(
+        StateMismatchError,
+        match=r"reseed_globals: saved \['numpy', 'random', 'torch'\], this loader \['torch'\]",
+    ):
+        loader(config={"reseed_globals": ["torch"]}).load_state_dict(state)
+
+
+def test_num_workers_may_change_for_map_style_batch_scope() -> None:
+    state = mid_epoch_state(num_workers=0)
+    loader(num_workers=2).load_state_dict(state)  # no error
+
+
+def test_num_workers_must_match_where_workers_hold_state() -> None:
+    state = mid_epoch_state(num_workers=2, config={"rng_scope": "worker"})
+    assert state["workers"] is not None
+    with pytest.raises(
+        StateMismatchError, match=r"num_workers: saved 2, this loader 1.*num_workers must match"
+    ):
+        loader(num_workers=1, config={"rng_scope": "worker"}).load_state_dict(state)
+
+
+def test_newer_version_is_refused_with_advice() -> None:
+    state = {**mid_epoch_state(), "version": VERSION + 1}
+    message = f"this state has format version {VERSION + 1}, written by a newer reproloader; this release reads versions up to {VERSION}. Upgrade reproloader to resume it."
+    with pytest.raises(StateVersionError, match=re.escape(message)):
+        loader().load_state_dict(state)
+
+
+@pytest.mark.parametrize("state", [{}, {"_snapshot": {}}, [1, 2]])
+def test_foreign_states_are_refused(state: Any) -> None:
+    with pytest.raises(
+        StateVersionError,
+        match=re.escape("not a ReproLoader state: expected format 'reproloader.ReproLoader'"),
+    ):
+        loader().load_state_dict(state)
+
+
+def test_missing_fields_are_named() -> None:
+    state = mid_epoch_state()
+    del state["epoch"], state["serial"]
+    with pytest.raises(StateVersionError, match=re.escape("lacks fields ['epoch', 'serial']")):
+        loader().load_state_dict(state)
+
+
+def test_state_errors_are_value_errors() -> None:
+    assert issubclass(StateVersionError, StateError)
+    assert issubclass(StateError, ValueError)
+
+
+def test_mid_epoch_state_with_out_of_order_workers_is_refused() -> None:
+    source = loader(num_workers=2, in_order=False)
+    it = iter(source)
+    next(it)
+    with pytest.raises(StateError, match="cannot take a mid-epoch state with in_order=False"):
+        source.state_dict()
+    for _ in it:
+        pass
+    assert source.state_dict()["finished"] is True  # epoch boundaries are fine
+
+
+def test_iterable_dataset_state_carries_worker_positions() -> None:
+    source = ReproLoader(Stream(20), batch_size=2, num_workers=2, seed=0)
+    it = iter(source)
+    for _ in range(3):
+        next(it)
+    state = source.state_dict()
+    assert state["sampler"] == "iterable"
+    assert state["dataset_length"] is None
+    assert state["workers"] is not None
