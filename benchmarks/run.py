@@ -11,12 +11,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import throughput  # imported after the path set-up above
+import resume  # imported after the path set-up above
+import throughput
 
 
 def main() -> None:
     args = sys.argv[1:]
+    quick = "--quick" in args
     throughput.main(args)
+    resume.main(["--n", "100000", "--reps", "2"] if quick else [])
 
 
 if __name__ == "__main__":
