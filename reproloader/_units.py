@@ -12,6 +12,7 @@ alone.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -101,6 +102,7 @@ class UnitSampler(Iterable[Unit]):
         drop_last: bool,
         fast: FastMode | None,
         sampler_rngs: SamplerRngs | None,
+        batch_sampler_given: bool = False,
     ) -> None:
         # ``current`` is a one-element list the loader updates at each pass.
         self._current = current
@@ -110,6 +112,10 @@ class UnitSampler(Iterable[Unit]):
         self._drop_last = drop_last
         self._fast = fast
         self._sampler_rngs = sampler_rngs
+        # When the loader made the batch sampler itself, batches are cut from the
+        # sampler with islice: the same batches as BatchSampler, but skipping to a
+        # resume position runs at C speed instead of one Python step per index.
+        self._cut_batches = batch_size is not None and not batch_sampler_given
 
     def __len__(self) -> int:
         return len(self._index_sampler)
@@ -148,11 +154,19 @@ class UnitSampler(Iterable[Unit]):
         assert rngs is not None
         rngs.start(epoch)
         isolation = rngs.isolation
-        with isolation:
-            it = iter(self._index_sampler)
-            for _ in range(current.start):
-                if next(it, _END) is _END:
-                    return
+        bs = self._batch_size
+        if self._cut_batches:
+            assert bs is not None
+            with isolation:
+                indices = iter(self._sampler)  # type: ignore[call-overload]
+                next(itertools.islice(indices, current.start * bs, current.start * bs), None)
+            it: Iterator[Any] = self._cut(indices, bs)
+        else:
+            with isolation:
+                it = iter(self._index_sampler)
+                for _ in range(current.start):
+                    if next(it, _END) is _END:
+                        return
         position = current.start
         while True:
             with isolation:
@@ -161,6 +175,13 @@ class UnitSampler(Iterable[Unit]):
                 return
             yield epoch, serial, position, payload
             position += 1
+
+    def _cut(self, indices: Iterator[Any], bs: int) -> Iterator[list[Any]]:
+        # BatchSampler's batches: bs indices each, a short last one unless drop_last.
+        while batch := list(itertools.islice(indices, bs)):
+            if len(batch) < bs and self._drop_last:
+                return
+            yield batch
 
 
 _END: Any = object()

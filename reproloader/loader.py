@@ -235,7 +235,8 @@ class ReproLoader(_Base[_T_co]):
         self._pending_start = 0  # where the next pass starts (set by load_state_dict)
         self._loaded_end: int | None = None  # position of a finished pass that was loaded
         self._current: list[Pass] = [Pass(epoch=0, serial=0)]
-        self._fast = None if iterable else fast_mode(self.sampler, batch_sampler is not None)
+        self._batch_sampler_given = batch_sampler is not None
+        self._fast = None if iterable else fast_mode(self.sampler, self._batch_sampler_given)
         # Draws for torch's per-iterator base seed come from here, not from the
         # caller's generator; the workers are reseeded from the tree anyway.
         self._private_generator = torch.Generator().manual_seed(seed % 2**63)
@@ -385,6 +386,7 @@ class ReproLoader(_Base[_T_co]):
                 drop_last=self.drop_last,
                 fast=self._fast,
                 sampler_rngs=None if self._fast else self._get_sampler_rngs(plan.rank),
+                batch_sampler_given=self._batch_sampler_given,
             )
             if not self._workers_hold_state:
                 # Map-style positions are (epoch, batches yielded): workers hold
