@@ -22,27 +22,42 @@ from torch.utils.data import SequentialSampler
 from reproloader._dataset import Unit
 from reproloader._isolation import Isolation
 from reproloader._rngs import AttributeRngs, GlobalRngs, find_rngs
+from reproloader.distributed import ShardedSampler
 from reproloader.sampler import SeededRandomSampler
 from reproloader.seeding import Lane, Purpose, SeedTree, UnitStreams
 
 __all__ = ["Pass", "SamplerRngs", "UnitSampler", "fast_mode"]
 
-FastMode = Literal["sequential", "permutation"]
+FastMode = Literal["sequential", "permutation", "sharded"]
 
 
 @dataclass
 class Pass:
-    """One iteration over the loader: its epoch, serial number and first position."""
+    """One iteration over the loader.
+
+    Attributes:
+        epoch: the epoch it runs.
+        serial: its number among the loader's passes.
+        start: the position (batch index in the epoch) of its first unit.
+        offset: with sharding, the global sample offset where it starts.
+        rank: the rank it runs on.
+        world_size: the number of ranks.
+    """
 
     epoch: int
     serial: int
     start: int = 0
+    offset: int = 0
+    rank: int = 0
+    world_size: int = 1
 
 
 def fast_mode(sampler: object, batch_sampler_given: bool) -> FastMode | None:
     """Which batches can be computed directly rather than iterated."""
     if batch_sampler_given:
         return None
+    if type(sampler) is ShardedSampler:
+        return "sharded"
     if type(sampler) is SequentialSampler:
         return "sequential"
     if type(sampler) is SeededRandomSampler:
@@ -118,6 +133,9 @@ class UnitSampler(Iterable[Unit]):
         self._cut_batches = batch_size is not None and not batch_sampler_given
 
     def __len__(self) -> int:
+        if self._fast == "sharded":
+            assert isinstance(self._sampler, ShardedSampler)
+            return len(self._sampler.steps(self._current[0].world_size))
         return len(self._index_sampler)
 
     def __iter__(self) -> Iterator[Unit]:
@@ -128,6 +146,14 @@ class UnitSampler(Iterable[Unit]):
 
     def _compute(self, current: Pass) -> Iterator[Unit]:
         epoch, serial = current.epoch, current.serial
+        if self._fast == "sharded":
+            assert isinstance(self._sampler, ShardedSampler)
+            batches = self._sampler.rank_batches(
+                epoch, current.rank, current.world_size, current.offset
+            )
+            for k, batch in enumerate(batches, start=current.start):
+                yield epoch, serial, k, batch
+            return
         n = len(self._sampler)
         if self._fast == "permutation":
             assert isinstance(self._sampler, SeededRandomSampler)

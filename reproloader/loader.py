@@ -33,6 +33,7 @@ from torchdata.stateful_dataloader.stateful_dataloader import (
     _StatefulSingleProcessDataLoaderIter,
 )
 
+from reproloader import distributed
 from reproloader._dataset import IterableWrapper, MapWrapper, WorkerInit, stateful
 from reproloader._isolation import Isolation
 from reproloader._producer import Plan
@@ -56,16 +57,7 @@ else:
     _Base = StatefulDataLoader
 
 # Attributes that, like DataLoader's own guarded ones, fix what the loader produces.
-_FROZEN_AFTER_INIT = frozenset({"seed", "config", "shuffle"})
-
-
-def _distributed() -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group, or ``(0, 1)``."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+_FROZEN_AFTER_INIT = frozenset({"seed", "config", "shuffle", "shard"})
 
 
 def _start_method(context: object) -> str | None:
@@ -172,6 +164,7 @@ class ReproLoader(_Base[_T_co]):
         pin_memory_device: str = "",
         in_order: bool = True,
         snapshot_every_n_steps: int | None = 1,
+        shard: bool = False,
         seed: int | None = None,
         config: ReproConfig | Mapping[str, Any] | None = None,
     ) -> None:
@@ -187,7 +180,18 @@ class ReproLoader(_Base[_T_co]):
         )
         iterable = isinstance(dataset, IterableDataset)
         pass_shuffle = shuffle
-        if shuffle and not iterable and batch_sampler is None:
+        if shard:
+            self._check_shard(iterable, sampler, batch_sampler, batch_size)
+            assert batch_size is not None
+            sampler = distributed.ShardedSampler(
+                dataset,  # type: ignore[arg-type]
+                seed=seed,
+                shuffle=bool(shuffle),
+                batch_size=batch_size,
+                drop_last=drop_last,
+            )
+            pass_shuffle = False
+        elif shuffle and not iterable and batch_sampler is None:
             if sampler is None:
                 sampler = SeededRandomSampler(dataset, seed=seed)  # type: ignore[arg-type]
                 pass_shuffle = False
@@ -224,6 +228,7 @@ class ReproLoader(_Base[_T_co]):
         # Public: every __init__ argument is readable under its own name, so that
         # frameworks can rebuild the loader from its attributes (Lightning does).
         self.shuffle = shuffle
+        self.shard = shard
         self.seed = seed
         self.config = config
 
@@ -233,6 +238,7 @@ class ReproLoader(_Base[_T_co]):
         self._started = False  # has an iterator started in the current epoch?
         self._serial = 0
         self._pending_start = 0  # where the next pass starts (set by load_state_dict)
+        self._pending_offset = 0  # with sharding, the global sample offset it starts at
         self._loaded_end: int | None = None  # position of a finished pass that was loaded
         self._current: list[Pass] = [Pass(epoch=0, serial=0)]
         self._batch_sampler_given = batch_sampler is not None
@@ -246,6 +252,23 @@ class ReproLoader(_Base[_T_co]):
         self._ReproLoader__initialized = True
 
     # -- construction helpers -------------------------------------------------
+
+    @staticmethod
+    def _check_shard(iterable: bool, sampler: Any, batch_sampler: Any, batch_size: Any) -> None:
+        if iterable:
+            raise ConfigError(
+                "shard=True shards map-style datasets; an IterableDataset decides itself "
+                "what each rank reads (see get_context().rank and .world_size)"
+            )
+        if sampler is not None or batch_sampler is not None:
+            raise ConfigError(
+                "shard=True makes its own sampler; pass shard=True without sampler/"
+                "batch_sampler, or keep your sampler (a DistributedSampler) without shard"
+            )
+        if batch_size is None:
+            raise ConfigError(
+                "shard=True needs a batch_size: each rank takes batch_size samples per step"
+            )
 
     @staticmethod
     def _check_config(config: ReproConfig | Mapping[str, Any] | None) -> ReproConfig:
@@ -329,6 +352,7 @@ class ReproLoader(_Base[_T_co]):
         self._epoch = epoch
         self._started = False
         self._pending_start = 0
+        self._pending_offset = 0
         self._loaded_end = None
 
     def __iter__(self) -> Any:
@@ -336,9 +360,18 @@ class ReproLoader(_Base[_T_co]):
             self.set_epoch(self._epoch + 1)
         self._started = True
         epoch = self._epoch
-        self._current[0] = Pass(epoch=epoch, serial=self._serial, start=self._pending_start)
+        rank, world_size = distributed.rank_and_world_size()
+        self._current[0] = Pass(
+            epoch=epoch,
+            serial=self._serial,
+            start=self._pending_start,
+            offset=self._pending_offset,
+            rank=rank,
+            world_size=world_size,
+        )
         self._serial += 1
         self._pending_start = 0
+        self._pending_offset = 0
         self._loaded_end = None
         for owner in (self.sampler, self.batch_sampler, self.dataset):
             set_epoch = getattr(owner, "set_epoch", None)
@@ -351,7 +384,7 @@ class ReproLoader(_Base[_T_co]):
     # -- iterator construction -----------------------------------------------
 
     def _plan(self) -> Plan:
-        rank, world_size = _distributed()
+        rank, world_size = distributed.rank_and_world_size()
         return Plan(
             tree=self._tree,
             scope=self.config.rng_scope,
@@ -439,6 +472,8 @@ class ReproLoader(_Base[_T_co]):
             return "iterable"
         if self._fast == "sequential":
             return "sequential"
+        if self._fast == "sharded":
+            return "sharded, shuffle" if self.shuffle else "sharded"
         if self._fast == "permutation":
             sampler_seed = self.sampler.seed  # type: ignore[attr-defined]
             return "shuffle" if sampler_seed == self.seed else f"shuffle(seed={sampler_seed})"
@@ -448,7 +483,7 @@ class ReproLoader(_Base[_T_co]):
 
     def _describe(self) -> dict[str, Any]:
         """The fields of a state that say which data a position means, for this loader."""
-        rank, world_size = _distributed()
+        rank, world_size = distributed.rank_and_world_size()
         try:
             length: int | None = len(self.dataset)  # type: ignore[arg-type]
         except TypeError:
@@ -480,6 +515,7 @@ class ReproLoader(_Base[_T_co]):
                 batches handed out are not the first ones of the epoch.
         """
         workers: dict[str, Any] | None = None
+        offset = None
         if not self._started:
             epoch, position, finished, serial = (
                 self._epoch,
@@ -488,6 +524,7 @@ class ReproLoader(_Base[_T_co]):
                 self._serial,
             )
             workers = self.next_iter_state
+            offset = self._pending_offset
         elif self._iterator is None:  # a finished pass was loaded and nothing iterated since
             epoch, finished, serial = self._epoch, True, self._serial - 1
             position = self._loaded_end or 0
@@ -497,6 +534,9 @@ class ReproLoader(_Base[_T_co]):
             epoch, serial = current.epoch, current.serial
             position = current.start + iterator._num_yielded
             finished = bool(iterator._finished)
+            if self.shard:
+                steps = self.sampler.steps(current.world_size, current.offset)  # type: ignore[attr-defined]
+                offset = current.offset + sum(steps[: iterator._num_yielded])
             if self.num_workers > 0 and not self.in_order and not finished and position:
                 raise StateError(
                     "cannot take a mid-epoch state with in_order=False: batches arrive in "
@@ -516,6 +556,7 @@ class ReproLoader(_Base[_T_co]):
             **self._describe(),  # type: ignore[typeddict-item]
             "epoch": epoch,
             "position": position,
+            "offset": offset if self.shard and not finished else None,
             "finished": finished,
             "serial": serial,
             "workers": workers,
@@ -538,7 +579,7 @@ class ReproLoader(_Base[_T_co]):
         """
         state = upgrade(state_dict)
         workers = state["workers"]
-        check_compatible(state, self._describe(), workers=workers is not None)
+        check_compatible(state, self._describe(), workers=workers is not None, elastic=self.shard)
         # Worker state is needed mid-pass, where workers hold state (worker scope,
         # iterable datasets, datasets with a state_dict), and only there.
         needed = self._workers_hold_state and state["position"] > 0 and not state["finished"]
@@ -567,6 +608,13 @@ class ReproLoader(_Base[_T_co]):
                 self.next_iter_state = workers
             else:
                 self._pending_start = state["position"]
+                self._pending_offset = state["offset"] or 0
+
+    def __len__(self) -> int:
+        if self.shard:
+            _, world_size = distributed.rank_and_world_size()
+            return len(self.sampler.steps(world_size))  # type: ignore[attr-defined]
+        return super().__len__()
 
     def __repr__(self) -> str:
         return (

@@ -23,7 +23,10 @@ __all__ = ["FORMAT", "VERSION", "LoaderState", "check_compatible", "upgrade"]
 FORMAT: Final = "reproloader.ReproLoader"
 VERSION: Final = 1
 
-# Fields that decide which data a position means. A resumed loader must agree on all.
+# Fields that decide which data a position means. A resumed loader must agree on all;
+# on world_size too unless the loader shards itself (its position is global), and on
+# rank and num_workers where workers hold per-rank state. Without worker state every
+# rank of a lockstep job is at the same position, so any rank's state resumes any rank.
 IDENTITY_FIELDS: Final = (
     "seed",
     "rng_scope",
@@ -33,8 +36,6 @@ IDENTITY_FIELDS: Final = (
     "batch_size",
     "drop_last",
     "sampler",
-    "world_size",
-    "rank",
 )
 
 
@@ -52,14 +53,16 @@ class LoaderState(TypedDict):
         batch_size: the loader's batch size (None without automatic batching).
         drop_last: the loader's ``drop_last``.
         sampler: what orders the data: ``"sequential"``, ``"shuffle"``,
-            ``"iterable"``, or ``"sampler:<class>"`` / ``"batch_sampler:<class>"``
-            for one passed in.
+            ``"sharded"``, ``"sharded, shuffle"``, ``"iterable"``, or
+            ``"sampler:<class>"`` / ``"batch_sampler:<class>"`` for one passed in.
         world_size: ranks when the state was taken.
         rank: this loader's rank then.
         num_workers: the loader's ``num_workers`` (must match only where ``workers``
             is not None).
         epoch: the epoch of the current pass (or of the next one, if none started).
-        position: batches handed out in that pass.
+        position: batches this rank handed out in that epoch.
+        offset: with ``shard=True``, samples of the epoch handed out across all ranks;
+            else None.
         finished: whether that pass ran to its end; the next pass is then the next
             epoch.
         serial: the pass's serial number (worker scope matches streams by it).
@@ -81,6 +84,7 @@ class LoaderState(TypedDict):
     num_workers: int
     epoch: int
     position: int
+    offset: int | None
     finished: bool
     serial: int
     workers: dict[str, Any] | None
@@ -113,19 +117,26 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
     return dict(state)  # type: ignore[return-value]
 
 
-def check_compatible(saved: LoaderState, current: Mapping[str, Any], *, workers: bool) -> None:
+def check_compatible(
+    saved: LoaderState, current: Mapping[str, Any], *, workers: bool, elastic: bool
+) -> None:
     """Raise if ``saved`` was taken from a loader that differs from ``current``.
 
     Args:
         saved: the state to resume.
         current: the same fields, describing this loader.
         workers: whether the state carries worker-held state, which ties it to
-            the same ``num_workers``.
+            the same rank, world size and ``num_workers``.
+        elastic: whether the loader shards itself, so another world size is fine.
 
     Raises:
         StateMismatchError: naming every differing field with both values.
     """
-    fields = [*IDENTITY_FIELDS, "num_workers"] if workers else list(IDENTITY_FIELDS)
+    fields = list(IDENTITY_FIELDS)
+    if workers or not elastic:
+        fields.append("world_size")
+    if workers:
+        fields += ["rank", "num_workers"]
     mismatches = {
         name: (saved[name], current[name])  # type: ignore[literal-required]
         for name in fields
@@ -137,10 +148,18 @@ def check_compatible(saved: LoaderState, current: Mapping[str, Any], *, workers:
         f"{name}: saved {a!r}, this loader {b!r}" for name, (a, b) in mismatches.items()
     )
     advice = "rebuild the loader with the saved values"
-    if "num_workers" in mismatches:
+    if "num_workers" in mismatches or "rank" in mismatches:
         advice += (
-            " (num_workers must match because workers hold state in worker scope, for "
-            "iterable datasets and for datasets with their own state_dict)"
+            " (rank, world size and num_workers must match because workers hold "
+            "per-rank state in worker scope, for iterable datasets and for datasets with "
+            "their own state_dict; save every rank's state: each rank its own file, or "
+            "one from reproloader.distributed.gather_state)"
+        )
+    if "world_size" in mismatches and str(saved["sampler"]).startswith("sampler:Distributed"):
+        advice += (
+            " (a DistributedSampler ties the order to the world size: to resume on "
+            "another number of ranks, shard with ReproLoader(..., shard=True), whose "
+            "position is global)"
         )
     raise StateMismatchError(
         f"cannot resume: the state was saved by a different loader. {listed}. Either {advice}, "

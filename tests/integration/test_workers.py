@@ -101,7 +101,9 @@ def test_epochs_differ(scope: str) -> None:
 def test_ranks_differ(scope: str, monkeypatch: pytest.MonkeyPatch) -> None:
     results = []
     for rank in (0, 1):
-        monkeypatch.setattr("reproloader.loader._distributed", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr(
+            "reproloader.distributed.rank_and_world_size", lambda rank=rank: (rank, 2)
+        )
         results.append(torch.stack(collect(make(config={"rng_scope": scope}))[0][:-1]))
     assert not (results[0][..., 1:] == results[1][..., 1:]).any()
 
@@ -109,7 +111,9 @@ def test_ranks_differ(scope: str, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_sample_scope_does_not_depend_on_rank(monkeypatch: pytest.MonkeyPatch) -> None:
     results = []
     for rank in (0, 1):
-        monkeypatch.setattr("reproloader.loader._distributed", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr(
+            "reproloader.distributed.rank_and_world_size", lambda rank=rank: (rank, 2)
+        )
         results.append(collect(make(config={"rng_scope": "sample"})))
     assert same(results[0], results[1])
 

@@ -1,0 +1,243 @@
+"""DDP training that checkpoints mid-epoch and resumes, on any number of processes.
+
+    torchrun --standalone --nproc-per-node 2 examples/ddp_resume.py --dir /tmp/ddp
+    torchrun --standalone --nproc-per-node 2 examples/ddp_resume.py --dir /tmp/ddp2 --kill-after 17
+    torchrun --standalone --nproc-per-node 2 examples/ddp_resume.py --dir /tmp/ddp2 --resume
+    python examples/ddp_resume.py --compare /tmp/ddp /tmp/ddp2      # bitwise equal on every rank?
+
+gloo on the CPU, nccl when CUDA is there. The loader shards with ``shard=True``: one
+global order per epoch, each rank its part of every step, so a checkpoint taken on N
+processes also resumes on M (the rest of the epoch is split over the new ranks; the
+training loop's own RNG states are per rank, so then only the data is guaranteed).
+
+Checkpoints (every ``--every`` steps) hold the model, the optimizer, the loader's
+state (one for all ranks: positions are global) and every rank's RNG states, written
+either by rank 0 with ``torch.save`` or by every rank with torch.distributed.checkpoint
+(``--checkpoint dcp``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
+
+from reproloader import ReproLoader, get_context
+from reproloader.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+
+
+class Augmented(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+    """Synthetic regression; each sample gets random noise (its augmentation)."""
+
+    def __init__(self, n: int) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 8, generator=generator)
+        self.y = self.x @ torch.linspace(-1, 1, 8) + 0.5
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        noise = torch.randn(8) * 0.05 + float(np.random.uniform(-0.01, 0.01))
+        draw = torch.tensor([float(i), get_context().rng.random()])  # recorded by --record
+        return self.x[i] + noise, self.y[i].reshape(1), draw
+
+
+def save(
+    args: argparse.Namespace, step: int, model: nn.Module, optimizer: Any, loader: Any
+) -> None:
+    rngs: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(rngs, capture_rng_state())  # every rank's own stream
+    rng = {f"rank_{r}": s for r, s in enumerate(rngs)}
+    if args.checkpoint == "dcp":
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        state = {
+            "model": model_state,
+            "optimizer": optimizer_state,
+            "loader": loader,  # Stateful: DCP calls loader.state_dict() on every rank
+            "rng": rng,
+            "step": step,
+            "world_size": dist.get_world_size(),
+        }
+        # One directory per checkpoint, then an atomic pointer to it: a kill during a
+        # save leaves the previous checkpoint intact.
+        target = args.dir / "dcp" / f"step_{step:06d}"
+        dcp.save(state, checkpoint_id=str(target))
+        if dist.get_rank() == 0:
+            pointer = args.dir / "dcp" / "latest.tmp"
+            pointer.write_text(target.name)
+            os.replace(pointer, args.dir / "dcp" / "latest")
+    elif dist.get_rank() == 0:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "loader": loader.state_dict(),  # rank-independent: a global position
+            "rng": rng,
+            "step": step,
+            "world_size": dist.get_world_size(),
+        }
+        save_checkpoint(state, args.dir / "checkpoint.pt")
+    dist.barrier()
+
+
+def restore(args: argparse.Namespace, model: nn.Module, optimizer: Any, loader: Any) -> int:
+    if args.checkpoint == "dcp":
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        path = str(args.dir / "dcp" / (args.dir / "dcp" / "latest").read_text())
+        # DCP loads into a template of the same structure: this run's objects, and
+        # one RNG entry per rank that saved (the checkpoint's metadata lists them).
+        saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+        ranks = sorted({key.split(".")[1] for key in saved if key.startswith("rng.")})
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        state: dict[str, Any] = {
+            "model": model_state,
+            "optimizer": optimizer_state,
+            "loader": loader,  # DCP calls loader.load_state_dict with what it read
+            "rng": {name: capture_rng_state() for name in ranks},
+            "step": 0,
+            "world_size": 0,
+        }
+        dcp.load(state, checkpoint_id=path)
+        set_state_dict(
+            model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
+        )
+    else:
+        state = load_checkpoint(args.dir / "checkpoint.pt")
+        loader.load_state_dict(state["loader"])
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    if state["world_size"] == dist.get_world_size():
+        restore_rng_state(state["rng"][f"rank_{dist.get_rank()}"])
+    return int(state["step"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dir", type=Path)
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps in all")
+    parser.add_argument("--every", type=int, default=4, help="checkpoint every N steps")
+    parser.add_argument("--samples", type=int, default=160)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
+    parser.add_argument("--scope", default="batch", choices=["batch", "sample", "worker"])
+    parser.add_argument("--checkpoint", default="torch", choices=["torch", "dcp"])
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--kill-after", type=int, help="every rank SIGKILLs itself after step N")
+    parser.add_argument("--stop-after", type=int, help="checkpoint after step N and exit cleanly")
+    parser.add_argument("--epochs", type=int, help="stop at the end of this many epochs")
+    parser.add_argument(
+        "--record", action="store_true", help="write the samples each rank consumed"
+    )
+    parser.add_argument("--compare", type=Path, nargs=2, metavar="DIR")
+    args = parser.parse_args(argv)
+    if args.compare:
+        return compare(*args.compare)
+    if args.dir is None:
+        parser.error("--dir is required unless --compare is given")
+    train(args)
+    return 0
+
+
+def train(args: argparse.Namespace) -> None:
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank()
+    device = (
+        torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if cuda
+        else torch.device("cpu")
+    )
+    if cuda:
+        torch.cuda.set_device(device)
+    args.dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(0)  # the same initial weights on every rank
+    model = DistributedDataParallel(
+        nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 1)).to(device)
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loader = ReproLoader(
+        Augmented(args.samples),
+        batch_size=4,
+        shuffle=True,
+        shard=True,
+        num_workers=args.workers,
+        seed=2026,
+        config={"rng_scope": args.scope},
+    )
+    step = restore(args, model, optimizer, loader) if args.resume else 0
+    if args.resume:
+        print(f"rank {rank} resumed at step {step}, epoch {loader.epoch}", flush=True)
+    records: list[list[float]] = []
+
+    while step < args.steps and (args.epochs is None or loader.epoch < args.epochs):
+        for x, y, draw in loader:
+            records += [[loader.epoch, *d] for d in draw.tolist()]
+            loss = nn.functional.mse_loss(model(x.to(device)), y.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            print(
+                f"rank {rank} step {step} epoch {loader.epoch} loss {loss.item():.6f}", flush=True
+            )
+            if step % args.every == 0 or step == args.stop_after:
+                save(args, step, model, optimizer, loader)
+            if step == args.kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if step in (args.stop_after, args.steps):
+                break
+        if step == args.stop_after or (args.epochs is not None and loader.epoch + 1 >= args.epochs):
+            break
+
+    if args.record:
+        name = f"record_rank{rank}_{'resumed' if args.resume else 'first'}.json"
+        (args.dir / name).write_text(json.dumps(records))
+    if step == args.steps:
+        weights = {k: v.cpu() for k, v in model.module.state_dict().items()}
+        torch.save(weights, args.dir / f"final_rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def compare(a: Path, b: Path) -> int:
+    ranks = sorted(p.name for p in a.glob("final_rank*.pt"))
+    equal = bool(ranks) and all(
+        all(
+            torch.equal(x, y)
+            for x, y in zip(
+                torch.load(a / r, weights_only=True).values(),
+                torch.load(b / r, weights_only=True).values(),
+                strict=True,
+            )
+        )
+        for r in ranks
+    )
+    print(f"{len(ranks)} ranks: final weights {'bitwise equal' if equal else 'DIFFER'}")
+    return 0 if equal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Multi-process data loading: ranks, the library's sharding, and gathered states.
+
+``torch.distributed`` is imported lazily: a single-process user never pays for it.
+
+**Sharding** (``ReproLoader(..., shard=True)``): each epoch has one global order, a
+permutation derived from (seed, epoch) or ``range(n)``, the same on every rank. A
+*global step* takes the next ``world_size * batch_size`` samples of it and rank ``r``
+takes its contiguous part. The loader's position is then a global one, the number of
+samples of the epoch already handed out across all ranks, so a checkpoint taken with
+``W`` ranks resumes with ``W'``: the rest of the epoch covers every remaining sample
+exactly once, split over the new ranks.
+
+At the end of an epoch (``drop_last=False``) the last global step may be short. Its
+samples are split as evenly as possible (ranks differ by at most one sample); if fewer
+remain than there are ranks, they join the previous step instead, so that no rank gets
+an empty batch. Only when the whole remainder is smaller than the number of ranks do
+some ranks repeat samples from the start of the epoch's order, as DistributedSampler
+always pads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sized
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from torch.utils.data import Sampler
+
+from reproloader.seeding import SeedTree
+
+__all__ = ["ShardedSampler", "gather_state", "rank_and_world_size", "shard_steps"]
+
+RANKS_FORMAT = "reproloader.ReproLoader/ranks"
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """``(rank, world_size)`` of the default process group, or ``(0, 1)`` without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_steps(remaining: int, world_size: int, batch_size: int, drop_last: bool) -> list[int]:
+    """The sizes of the global steps that hand out ``remaining`` samples.
+
+    Every step but the last takes ``world_size * batch_size``. With ``drop_last`` a
+    short last step is dropped; otherwise it is kept, merged into the step before when
+    it has fewer samples than ranks.
+    """
+    full = world_size * batch_size
+    steps = [full] * (remaining // full)
+    tail = remaining - len(steps) * full
+    if tail and not drop_last:
+        if tail < world_size and steps:
+            steps[-1] += tail
+        else:
+            steps.append(tail)
+    return steps
+
+
+def rank_part(start: int, size: int, rank: int, world_size: int) -> range:
+    """Rank ``rank``'s contiguous part of a step of ``size`` samples starting at ``start``."""
+    base, extra = divmod(size, world_size)
+    first = start + rank * base + min(rank, extra)
+    return range(first, first + base + (rank < extra))
+
+
+class ShardedSampler(Sampler[int]):
+    """This rank's samples of each epoch under the library's sharding.
+
+    ``ReproLoader(..., shard=True)`` makes one; the loader cuts batches itself (and
+    resumes at a global offset), so the sampler is what frameworks and users see when
+    they look at ``loader.sampler``: iterating it yields this rank's indices of the
+    current epoch, in order.
+
+    Args:
+        data_source: the dataset (only its length is used).
+        seed: root seed of the epoch's global permutation.
+        shuffle: permute each epoch (else the order is ``range(n)``).
+        batch_size: samples per rank per step.
+        drop_last: drop a short last global step.
+    """
+
+    def __init__(
+        self, data_source: Sized, *, seed: int, shuffle: bool, batch_size: int, drop_last: bool
+    ) -> None:
+        self.data_source = data_source
+        self.seed = seed
+        self.shuffle = shuffle
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.epoch = 0
+        self._tree = SeedTree(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order ``__iter__`` yields."""
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> npt.NDArray[np.int64]:
+        """The epoch's global order, the same on every rank."""
+        n = len(self.data_source)
+        if self.shuffle:
+            return self._tree.permutation(epoch, n)
+        return np.arange(n, dtype=np.int64)
+
+    def steps(self, world_size: int, offset: int = 0) -> list[int]:
+        """Global step sizes of the rest of the epoch from ``offset``."""
+        remaining = len(self.data_source) - offset
+        return shard_steps(remaining, world_size, self.batch_size, self.drop_last)
+
+    def rank_batches(
+        self, epoch: int, rank: int, world_size: int, offset: int = 0
+    ) -> Iterator[list[int]]:
+        """This rank's batches of the rest of ``epoch`` from global ``offset``."""
+        order = self.order(epoch)
+        n = len(order)
+        start = offset
+        for size in self.steps(world_size, offset):
+            part = rank_part(start, size, rank, world_size)
+            if len(part):
+                yield order[part.start : part.stop].tolist()
+            else:  # fewer samples left than ranks: pad from the start, as DistributedSampler does
+                yield [int(order[(rank - size) % n])]
+            start += size
+
+    def __iter__(self) -> Iterator[int]:
+        rank, world_size = rank_and_world_size()
+        for batch in self.rank_batches(self.epoch, rank, world_size):
+            yield from batch
+
+    def __len__(self) -> int:
+        rank, world_size = rank_and_world_size()
+        return sum(len(b) for b in self.rank_batches(self.epoch, rank, world_size))
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardedSampler(n={len(self.data_source)}, seed={self.seed}, shuffle={self.shuffle}, "
+            f"batch_size={self.batch_size}, drop_last={self.drop_last}, epoch={self.epoch})"
+        )
+
+
+def gather_state(loader: Any) -> dict[str, Any]:
+    """Every rank's ``loader.state_dict()`` in one dict. A collective: call it on every rank.
+
+    Needed only where workers hold per-rank state (worker scope, iterable datasets,
+    datasets with their own ``state_dict``): then rank 0 can save one checkpoint (as
+    Lightning does) from which every rank's ``load_state_dict`` takes its own part.
+    Elsewhere every rank's state is the same position and any one of them will do.
+    """
+    import torch.distributed as dist
+
+    state = loader.state_dict()
+    if not (dist.is_available() and dist.is_initialized()):
+        return {"format": RANKS_FORMAT, "version": 1, "world_size": 1, "ranks": [state]}
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return {"format": RANKS_FORMAT, "version": 1, "world_size": len(states), "ranks": states}
+
+
+def pick_rank_state(state: Mapping[str, Any], rank: int, world_size: int) -> Mapping[str, Any]:
+    """This rank's part of a :func:`gather_state` result (or ``state`` itself)."""
+    if state.get("format") != RANKS_FORMAT:
+        return state
+    ranks = state["ranks"]
+    if len(ranks) == world_size:
+        return ranks[rank]  # type: ignore[no-any-return]
+    # Another world size: only a global position can be resumed, and every rank
+    # holds the same one; load_state_dict refuses worker-held state.
+    return ranks[0]  # type: ignore[no-any-return]

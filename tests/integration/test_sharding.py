@@ -1,0 +1,182 @@
+"""The library's sharding, with ranks simulated in one process (torchrun tests: test_torchrun.py)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+import torch
+
+from reproloader import ConfigError, ReproLoader, StateMismatchError
+from reproloader.distributed import ShardedSampler
+from tests.datasets import AllSources, Stream
+
+N = 37
+
+
+def as_rank(monkeypatch: pytest.MonkeyPatch, rank: int, world_size: int) -> None:
+    monkeypatch.setattr("reproloader.distributed.rank_and_world_size", lambda: (rank, world_size))
+
+
+def make(**kwargs: Any) -> ReproLoader[Any]:
+    kwargs.setdefault("batch_size", 3)
+    kwargs.setdefault("shuffle", True)
+    return ReproLoader(AllSources(N), shard=True, seed=9, **kwargs)
+
+
+def run_ranks(
+    monkeypatch: pytest.MonkeyPatch,
+    world_size: int,
+    state: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> list[list[torch.Tensor]]:
+    """Each rank's batches of one epoch (or of the rest of it, from ``state``)."""
+    out = []
+    for rank in range(world_size):
+        as_rank(monkeypatch, rank, world_size)
+        loader = make(**kwargs)
+        if state is not None:
+            loader.load_state_dict(state)
+        out.append(list(loader))
+    return out
+
+
+def rows(batches: list[torch.Tensor]) -> dict[int, list[float]]:
+    return {int(r[0]): r[1:].tolist() for b in batches for r in b}
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_ranks_split_every_epoch_exactly(
+    monkeypatch: pytest.MonkeyPatch, world_size: int, drop_last: bool
+) -> None:
+    per_rank = run_ranks(monkeypatch, world_size, drop_last=drop_last)
+    assert len({len(b) for b in per_rank}) == 1, "every rank runs the same number of steps"
+    seen = Counter(int(r[0]) for batches in per_rank for b in batches for r in b)
+    if drop_last:
+        assert all(c == 1 for c in seen.values())
+        assert len(seen) == N - N % (world_size * 3)
+    else:
+        assert seen == Counter(range(N))
+    as_rank(monkeypatch, 0, world_size)
+    assert len(make(drop_last=drop_last)) == len(per_rank[0])
+
+
+def test_every_rank_sees_the_same_global_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    per_rank = run_ranks(monkeypatch, 2)
+    step0 = [int(r[0]) for r in per_rank[0][0]] + [int(r[0]) for r in per_rank[1][0]]
+    sampler = ShardedSampler(AllSources(N), seed=9, shuffle=True, batch_size=3, drop_last=False)
+    assert step0 == sampler.order(0)[:6].tolist()
+
+
+@pytest.mark.parametrize(("saved_with", "resumed_with"), [(2, 1), (1, 2), (2, 3), (3, 2)])
+@pytest.mark.parametrize("stop_after", [1, 4])
+def test_elastic_resume_covers_the_rest_of_the_epoch_exactly_once(
+    monkeypatch: pytest.MonkeyPatch, saved_with: int, resumed_with: int, stop_after: int
+) -> None:
+    config = {"rng_scope": "sample"}
+    uninterrupted = rows(
+        [b for batches in run_ranks(monkeypatch, saved_with, config=config) for b in batches]
+    )
+    before, states = [], []
+    for rank in range(saved_with):
+        as_rank(monkeypatch, rank, saved_with)
+        loader = make(config=config)
+        it = iter(loader)
+        before += [next(it) for _ in range(stop_after)]
+        states.append(loader.state_dict())
+    assert len({s["offset"] for s in states}) == 1
+    after = [
+        b
+        for batches in run_ranks(monkeypatch, resumed_with, states[0], config=config)
+        for b in batches
+    ]
+    seen = Counter(int(r[0]) for b in before + after for r in b)
+    assert seen == Counter(range(N)), "every sample exactly once"
+    # sample scope: each sample gets exactly the augmentation of the uninterrupted run
+    assert rows(before + after) == uninterrupted
+
+
+def test_same_world_size_resume_is_bitwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = run_ranks(monkeypatch, 2)
+    for rank in range(2):
+        as_rank(monkeypatch, rank, 2)
+        loader = make()
+        it = iter(loader)
+        head = [next(it) for _ in range(3)]
+        state = loader.state_dict()
+        resumed = make()
+        resumed.load_state_dict(state)
+        assert all(
+            torch.equal(a, b) for a, b in zip(reference[rank], head + list(resumed), strict=True)
+        )
+
+
+def test_rank_zeros_state_resumes_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What DCP's deduplication and Lightning's rank-0 checkpoint hand to every rank.
+    as_rank(monkeypatch, 0, 2)
+    loader = make()
+    it = iter(loader)
+    next(it)
+    state_of_rank_0 = loader.state_dict()
+    as_rank(monkeypatch, 1, 2)
+    uninterrupted = list(make())
+    resumed = make()
+    resumed.load_state_dict(state_of_rank_0)
+    assert all(torch.equal(a, b) for a, b in zip(uninterrupted[1:], list(resumed), strict=True))
+
+
+def test_distributed_sampler_state_refuses_another_world_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dataset = AllSources(N)
+    as_rank(monkeypatch, 0, 2)
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=2, rank=0)
+    loader = ReproLoader(dataset, sampler=sampler, batch_size=3, seed=1)
+    next(iter(loader))
+    state = loader.state_dict()
+    as_rank(monkeypatch, 0, 3)
+    other = ReproLoader(
+        dataset,
+        sampler=torch.utils.data.DistributedSampler(dataset, num_replicas=3, rank=0),
+        batch_size=3,
+        seed=1,
+    )
+    with pytest.raises(
+        StateMismatchError,
+        match=r"world_size: saved 2, this loader 3.*shard with ReproLoader\(\.\.\., shard=True\)",
+    ):
+        other.load_state_dict(state)
+
+
+def test_worker_state_of_another_rank_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    as_rank(monkeypatch, 0, 2)
+    loader = make(num_workers=1, config={"rng_scope": "worker"})
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    as_rank(monkeypatch, 1, 2)
+    with pytest.raises(StateMismatchError, match=r"rank: saved 0, this loader 1.*gather_state"):
+        make(num_workers=1, config={"rng_scope": "worker"}).load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dataset": Stream(4)}, "shard=True shards map-style datasets"),
+        ({"sampler": [0, 1]}, "shard=True makes its own sampler"),
+        ({"batch_size": None}, "shard=True needs a batch_size"),
+    ],
+)
+def test_bad_shard_arguments_are_explained(kwargs: dict[str, Any], message: str) -> None:
+    dataset = kwargs.pop("dataset", AllSources(4))
+    with pytest.raises(ConfigError, match=message):
+        ReproLoader(dataset, shard=True, **kwargs)
+
+
+def test_shard_attribute_and_sampler() -> None:
+    loader = make()
+    assert loader.shard is True
+    assert isinstance(loader.sampler, ShardedSampler)
+    assert len(list(loader.sampler)) == N
