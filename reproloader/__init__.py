@@ -6,8 +6,9 @@ numpy SeedSequence tree, in whichever process makes it, so results do not depend
 bookkeeping rather than RNG snapshots.
 """
 
-from reproloader.config import ReproConfig
+from reproloader.config import DeterminismConfig, ReproConfig
 from reproloader.context import WorkerContext, get_context
+from reproloader.determinism import seed_everything
 from reproloader.exceptions import (
     ConfigError,
     ContextError,
@@ -25,6 +26,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ConfigError",
     "ContextError",
+    "DeterminismConfig",
     "ReproConfig",
     "ReproError",
     "ReproLoader",
@@ -36,6 +38,7 @@ __all__ = [
     "WorkerContext",
     "__version__",
     "get_context",
+    "seed_everything",
 ]
 assert __all__ == sorted(__all__), "keep __all__ sorted"
 

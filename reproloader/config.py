@@ -1,27 +1,151 @@
-"""``ReproConfig``: the loader's reproducibility settings as one validated, frozen object.
+"""``ReproConfig``: reproducibility settings as one validated, frozen object.
 
-A config can be shared by several loaders (train and validation) and stored with
-a run; a field that does not apply to one loader, such as ``start_method`` for a
-loader with ``num_workers=0``, simply has nothing to act on there.
+A config holds the loader's fields (seed, scope, start method, what to reseed) and a
+``determinism`` section for torch's process-wide switches. A config can be shared by
+several loaders and stored with a run; a field that does not apply to a loader, such
+as ``start_method`` for ``num_workers=0``, simply has nothing to act on there.
+
+Sources, from lowest to highest precedence (:meth:`ReproConfig.load`):
+
+1. the defaults below;
+2. a JSON or TOML file (a ``pyproject.toml`` is read from ``[tool.reproloader]``);
+3. environment variables ``REPROLOADER_<FIELD>``, with ``__`` for the determinism
+   section: ``REPROLOADER_RNG_SCOPE=sample``,
+   ``REPROLOADER_DETERMINISM__CUDNN_BENCHMARK=true``;
+4. keyword arguments.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reproloader.context import RngScope
+from reproloader.exceptions import ConfigError
 from reproloader.seeding import MAX_SEED
 
-__all__ = ["GlobalRngName", "ReproConfig", "StartMethod"]
+if TYPE_CHECKING:
+    from reproloader.determinism import AppliedSettings
+
+__all__ = ["DeterminismConfig", "GlobalRngName", "ReproConfig", "StartMethod"]
 
 StartMethod = Literal["fork", "spawn", "forkserver"]
 GlobalRngName = Literal["numpy", "random", "torch"]
+CublasWorkspace = Literal[":4096:8", ":16:8"]
+MatmulPrecision = Literal["highest", "high", "medium"]
+
+ENV_PREFIX = "REPROLOADER_"
+_FROZEN = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class DeterminismConfig(BaseModel):
+    """torch's process-wide determinism switches; the defaults are the deterministic choices.
+
+    Apply them with :meth:`apply` (or ``ReproConfig.apply()`` /
+    :func:`reproloader.seed_everything`). A ReproLoader does not apply them by
+    itself: they change the whole process, model code included, and some cost
+    speed, so the training script decides when.
+
+    Attributes:
+        deterministic_algorithms: ``torch.use_deterministic_algorithms``: ops without
+            a deterministic implementation raise instead of running; those with one use
+            it (index_add, scatter_add and some convolution backwards on CUDA use
+            atomics otherwise).
+        warn_only: with ``deterministic_algorithms``, only warn for ops that would
+            raise, so a run can list them before you fix them.
+        cudnn_deterministic: ``torch.backends.cudnn.deterministic``: deterministic
+            cuDNN convolution algorithms only.
+        cudnn_benchmark: ``torch.backends.cudnn.benchmark``: pick convolution
+            algorithms by timing them. Faster, but the pick can differ run to run.
+        cublas_workspace_config: ``CUBLAS_WORKSPACE_CONFIG``, which deterministic cuBLAS
+            needs (CUDA >= 10.2): ``":4096:8"`` (fast, ~24 MiB per stream) or
+            ``":16:8"`` (less memory, slower). ``None`` leaves the variable as it is.
+            It must be set before CUDA starts. (In TOML, which has no null, write
+            ``"none"``.)
+        fill_uninitialized_memory: with ``deterministic_algorithms``, fill memory from
+            ``torch.empty`` and friends with NaN (floats) or the largest integer, so
+            reading it gives the same garbage every run.
+        float32_matmul_precision: ``torch.set_float32_matmul_precision``: ``"highest"``
+            keeps float32 matmuls in float32; ``"high"`` allows TF32 and ``"medium"``
+            bfloat16 on GPUs that have them (faster, different results).
+        cudnn_allow_tf32: let cuDNN convolutions and RNNs use TF32 on Ampere and newer
+            (torch's default is True).
+    """
+
+    model_config = _FROZEN
+
+    deterministic_algorithms: bool = Field(default=True, strict=True)
+    warn_only: bool = Field(default=False, strict=True)
+    cudnn_deterministic: bool = Field(default=True, strict=True)
+    cudnn_benchmark: bool = Field(default=False, strict=True)
+    cublas_workspace_config: CublasWorkspace | None = ":4096:8"
+    fill_uninitialized_memory: bool = Field(default=True, strict=True)
+    float32_matmul_precision: MatmulPrecision = "highest"
+    cudnn_allow_tf32: bool = Field(default=False, strict=True)
+
+    @field_validator("cublas_workspace_config", mode="before")
+    @classmethod
+    def _none_from_files(cls, value: object) -> object:
+        return None if value == "none" else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeterminismConfig:
+        if self.cudnn_benchmark and (self.deterministic_algorithms or self.cudnn_deterministic):
+            on = [
+                name
+                for name in ("deterministic_algorithms", "cudnn_deterministic")
+                if getattr(self, name)
+            ]
+            raise ValueError(
+                f"cudnn_benchmark=True contradicts {' and '.join(f'{n}=True' for n in on)}: "
+                "benchmarking picks cuDNN convolution algorithms by timing them, and the "
+                "pick can differ from run to run. Set cudnn_benchmark=False to be "
+                f"reproducible, or {' and '.join(f'{n}=False' for n in on)} if speed "
+                "matters more."
+            )
+        if self.warn_only and not self.deterministic_algorithms:
+            raise ValueError(
+                "warn_only=True only changes what deterministic_algorithms=True does with "
+                "ops that have no deterministic implementation; set "
+                "deterministic_algorithms=True, or warn_only=False"
+            )
+        return self
+
+    def apply(self) -> AppliedSettings:
+        """Apply now; use as a context manager to restore the previous settings on exit."""
+        from reproloader.determinism import apply
+
+        return apply(self)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value) if isinstance(value, (set, frozenset)) else value
+        return "[" + ", ".join(_toml_value(v) for v in items) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def _env_value(raw: str, field_type: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        if "frozenset" in field_type or "list" in field_type:
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        return raw
 
 
 class ReproConfig(BaseModel):
-    """How a ReproLoader seeds its data.
+    """How a ReproLoader seeds its data, and torch's determinism switches.
 
     Attributes:
         seed: the root seed, an int in ``[0, 2**128)``. ``None`` draws one from
@@ -44,16 +168,134 @@ class ReproConfig(BaseModel):
             objects stored on the dataset (and on samplers you pass in). This fixes
             the classic bug of a Generator created in ``__init__`` that every worker
             copies; turn it off if such an RNG must keep its own stream.
+        determinism: torch's process-wide switches (:class:`DeterminismConfig`).
 
     Example:
         >>> ReproConfig(seed=7, rng_scope="sample")
         ReproConfig(seed=7, rng_scope='sample', start_method=None, ...)
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = _FROZEN
 
     seed: int | None = Field(default=None, ge=0, lt=MAX_SEED, strict=True)
     rng_scope: RngScope = "batch"
     start_method: StartMethod | None = None
     reseed_globals: frozenset[GlobalRngName] = frozenset({"numpy", "random", "torch"})
     reseed_dataset_rngs: bool = Field(default=True, strict=True)
+    determinism: DeterminismConfig = DeterminismConfig()
+
+    def apply(self) -> AppliedSettings:
+        """Apply the determinism section now; as a context manager, restore on exit."""
+        return self.determinism.apply()
+
+    # -- sources --------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> ReproConfig:
+        """A config from a ``.json`` or ``.toml`` file (``[tool.reproloader]`` of a pyproject)."""
+        return cls.model_validate(_read_file(Path(path)))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReproConfig:
+        """A config from ``REPROLOADER_*`` environment variables (others default)."""
+        return cls.model_validate(_read_env(os.environ if environ is None else environ))
+
+    @classmethod
+    def load(
+        cls,
+        file: str | os.PathLike[str] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ReproConfig:
+        """Defaults, then ``file``, then ``REPROLOADER_*`` variables, then ``overrides``.
+
+        Each source overrides the fields it sets; the determinism section is merged
+        field by field.
+
+        Raises:
+            pydantic.ValidationError: a value is invalid, or a source names a field
+                that does not exist (the message says which source and field).
+        """
+        merged: dict[str, Any] = {}
+        sources = []
+        if file is not None:
+            sources.append(_read_file(Path(file)))
+        sources.append(_read_env(os.environ if environ is None else environ))
+        sources.append(overrides)
+        for source in sources:
+            for key, value in source.items():
+                if key == "determinism" and isinstance(value, Mapping):
+                    base = merged.get("determinism", {})
+                    merged["determinism"] = {**dict(base), **dict(value)}
+                else:
+                    merged[key] = value
+        return cls.model_validate(merged)
+
+    # -- serialization ---------------------------------------------------------
+
+    def to_json(self) -> str:
+        """JSON that :meth:`from_file` (``.json``) reads back."""
+        return self.model_dump_json(indent=2)
+
+    def to_toml(self) -> str:
+        """TOML that :meth:`from_file` (``.toml``) reads back.
+
+        TOML has no null: a None whose default is None is left out, and
+        ``cublas_workspace_config=None`` is written ``"none"``.
+        """
+        data = self.model_dump()
+        determinism = data.pop("determinism")
+        if determinism["cublas_workspace_config"] is None:
+            determinism["cublas_workspace_config"] = "none"
+        lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if v is not None]
+        lines += ["", "[determinism]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in determinism.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    if path.suffix == ".json":
+        data = json.loads(text)
+    elif path.suffix == ".toml":
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - exercised on Python 3.10 only
+            import tomli as tomllib
+        data = tomllib.loads(text)
+        if path.name == "pyproject.toml":
+            data = data.get("tool", {}).get("reproloader", {})
+    else:
+        raise ConfigError(f"cannot read a config from {path}: use a .json or .toml file")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds {type(data).__name__}, not a table of config fields")
+    return data
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    sections = {
+        "": ReproConfig.model_fields,
+        "determinism__": DeterminismConfig.model_fields,
+    }
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        section = "determinism__" if key.startswith("determinism__") else ""
+        field = key[len(section) :]
+        fields = sections[section]
+        if field not in fields or field == "determinism":
+            raise ConfigError(
+                f"environment variable {name} names no ReproConfig field; known: "
+                + ", ".join(
+                    ENV_PREFIX + (section + f).upper() for f in fields if f != "determinism"
+                )
+            )
+        value = _env_value(raw, str(fields[field].annotation))
+        if section:
+            data.setdefault("determinism", {})[field] = value
+        else:
+            data[field] = value
+    return data

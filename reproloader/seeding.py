@@ -59,6 +59,7 @@ class Purpose(enum.IntEnum):
     WORKER_INIT = 6  # (epoch, rank); unit: worker id, seeds a worker before worker_init_fn
     ITER_BATCH = 7  # (epoch, rank, worker); unit: batch index in that worker's stream
     ITER_SAMPLE = 8  # (epoch, rank, worker); unit: sample index in that worker's stream
+    MAIN = 9  # (); unit 0: the training process itself, for seed_everything
 
 
 class Lane(enum.IntEnum):
