@@ -373,9 +373,19 @@ class ReproLoader(_Base[_T_co]):
         self._pending_start = 0
         self._pending_offset = 0
         self._loaded_end = None
-        for owner in (self.sampler, self.batch_sampler, self.dataset):
+        # The batch sampler's own sampler too: frameworks that rebuild a loader for
+        # DDP (Lightning) put their DistributedSampler only there.
+        owners = (
+            self.sampler,
+            self.batch_sampler,
+            getattr(self.batch_sampler, "sampler", None),
+            self.dataset,
+        )
+        seen: set[int] = set()
+        for owner in owners:
             set_epoch = getattr(owner, "set_epoch", None)
-            if callable(set_epoch):
+            if id(owner) not in seen and callable(set_epoch):
+                seen.add(id(owner))
                 set_epoch(epoch)
         if self._shared_pass is not None:
             self._shared_pass.copy_(torch.tensor([epoch, self._current[0].serial]))

@@ -64,6 +64,7 @@ def test_sigkill_mid_epoch_then_resume_gives_bitwise_equal_weights_on_every_rank
     checkpoint: str, uninterrupted: list[dict[str, torch.Tensor]], tmp_path: Path
 ) -> None:
     kill_after = random.Random().randrange(5, STEPS - 1)
+    print(f"killing after step {kill_after}")  # shown when the test fails
     torchrun(
         2, tmp_path, "--checkpoint", checkpoint, "--kill-after", str(kill_after), expect_kill=True
     )

@@ -410,3 +410,19 @@ def test_errors_in_the_dataset_restore_the_callers_rng() -> None:
     with pytest.raises(KeyError):
         next(iter(ReproLoader(Failing(4), seed=0)))
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_set_epoch_reaches_a_sampler_inside_a_batch_sampler_once() -> None:
+    class Recording(DistributedSampler):  # type: ignore[type-arg]
+        epochs: list[int]
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epochs.append(epoch)
+            super().set_epoch(epoch)
+
+    dataset = GlobalDraws(8)
+    sampler = Recording(dataset, num_replicas=2, rank=0)
+    sampler.epochs = []
+    batch_sampler = BatchSampler(sampler, batch_size=2, drop_last=False)
+    collect(ReproLoader(dataset, batch_sampler=batch_sampler, seed=0), epochs=2)
+    assert sampler.epochs == [0, 1]
