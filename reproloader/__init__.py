@@ -6,6 +6,9 @@ numpy SeedSequence tree, in whichever process makes it, so results do not depend
 bookkeeping rather than RNG snapshots.
 """
 
+from reproloader._audit import AuditReport, audit
+from reproloader._doctor import DoctorReport, doctor
+from reproloader._findings import Finding
 from reproloader.config import DeterminismConfig, ReproConfig
 from reproloader.context import WorkerContext, get_context
 from reproloader.determinism import seed_everything
@@ -24,9 +27,12 @@ from reproloader.seeding import SeedTree
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AuditReport",
     "ConfigError",
     "ContextError",
     "DeterminismConfig",
+    "DoctorReport",
+    "Finding",
     "ReproConfig",
     "ReproError",
     "ReproLoader",
@@ -37,6 +43,8 @@ __all__ = [
     "StateVersionError",
     "WorkerContext",
     "__version__",
+    "audit",
+    "doctor",
     "get_context",
     "seed_everything",
 ]

@@ -57,7 +57,7 @@ def _print_doctor(report: Any, out: TextIO) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from reproloader.audit import doctor
+    from reproloader._doctor import doctor
     from reproloader.config import ReproConfig
 
     if args.config is not None:
@@ -69,6 +69,52 @@ def _doctor(args: argparse.Namespace) -> int:
     else:
         _print_doctor(report, sys.stdout)
     return 1 if args.strict and not report.ok else 0
+
+
+def _print_audit(report: Any, out: TextIO) -> None:
+    colour = _colour(out)
+    print(f"reproloader audit: {report.target} ({report.seconds:.1f} s)\n", file=out)
+    width = max(len(f.check) for f in report.findings)
+    print(f"  {'problem':<{width}}  found  evidence", file=out)
+    for f in report.findings:
+        found = "no" if f.passed else "YES"
+        if f.passed and f.severity == "info":
+            found = "-"
+        if colour:
+            code = "32" if f.passed else "31" if f.severity == "error" else "33"
+            found = f"\033[{code}m{found:<5}\033[0m"
+        else:
+            found = f"{found:<5}"
+        print(f"  {f.check:<{width}}  {found}  {f.evidence}", file=out)
+        if not f.passed and f.fix:
+            print(f"  {'':<{width}}         fix: {f.fix}", file=out)
+    failed = sum(not f.passed and f.severity != "info" for f in report.findings)
+    print(f"\n{failed} problem(s) found" if failed else "\nno problem found", file=out)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from reproloader._audit import audit
+
+    if args.path:
+        sys.path.insert(0, os.getcwd())
+
+    def progress(message: str) -> None:
+        if not args.quiet:
+            print(f"auditing {message}", file=sys.stderr, flush=True)
+
+    report = audit(
+        args.target,
+        workers=args.workers,
+        start_methods=() if args.no_spawn else ("spawn",),
+        fresh_processes=not args.no_fresh,
+        progress=progress,
+    )
+    if args.json:
+        json.dump(report.to_dict(), sys.stdout, indent=2)
+        print()
+    else:
+        _print_audit(report, sys.stdout)
+    return 0 if report.ok else 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,6 +137,32 @@ def _parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", help="apply a ReproConfig file (.toml/.json) first"
     )
     doctor.set_defaults(run=_doctor)
+    audit = commands.add_parser(
+        "audit",
+        help="find the reproducibility bugs of a data pipeline",
+        description="Run short experiments on a pipeline (a few batches each) and report "
+        "duplicated worker streams, epochs that repeat, results that change with num_workers "
+        "or the start method, runs that differ with the same seed, broken mid-epoch resume, "
+        "process-wide settings and RNG objects stored in the dataset. Exits 1 when a check fails.",
+    )
+    audit.add_argument(
+        "target",
+        help="module:function returning a DataLoader (or Dataset), e.g. mypkg.data:train_loader",
+    )
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
+    audit.add_argument("--workers", type=int, default=2, help="worker count to compare (default 2)")
+    audit.add_argument(
+        "--no-spawn", action="store_true", help="skip the spawn start-method comparison"
+    )
+    audit.add_argument("--no-fresh", action="store_true", help="skip the two fresh-process runs")
+    audit.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    audit.add_argument(
+        "--no-path",
+        dest="path",
+        action="store_false",
+        help="do not put the current directory on sys.path to import the target",
+    )
+    audit.set_defaults(run=_audit)
     return parser
 
 

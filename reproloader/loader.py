@@ -18,7 +18,6 @@ How a batch is made (see docs/how-it-works.md for the diagram):
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +33,7 @@ from torchdata.stateful_dataloader.stateful_dataloader import (
 )
 
 from reproloader import distributed
+from reproloader._compat import quiet_torchdata
 from reproloader._dataset import IterableWrapper, MapWrapper, WorkerInit, stateful
 from reproloader._isolation import Isolation
 from reproloader._producer import Plan
@@ -200,10 +200,7 @@ class ReproLoader(_Base[_T_co]):
                 # the sampler that shuffle=True made: that is consistent, not a clash.
                 pass_shuffle = False
 
-        with warnings.catch_warnings():
-            # torchdata 0.11 calls torch.set_vital, which torch 2.13 deprecates: a
-            # warning about torchdata's internals that users can do nothing about.
-            warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+        with quiet_torchdata():
             super().__init__(  # type: ignore[call-arg]  # StatefulDataLoader's, at runtime
                 dataset,
                 batch_size=batch_size,

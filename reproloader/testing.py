@@ -6,8 +6,9 @@ import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-import numpy as np
 import torch
+
+from reproloader._compare import difference
 
 __all__ = ["assert_batches_equal", "assert_resume_matches"]
 
@@ -20,32 +21,6 @@ class _Resumable(Protocol):
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None: ...
 
 
-def _arrays_equal(a: Any, b: Any) -> bool:
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return a.dtype == b.dtype and np.array_equal(a, b)
-    return False
-
-
-def _difference(a: Any, b: Any, where: str) -> str | None:
-    # The first difference between two batches, or None if they are equal bit for bit.
-    if isinstance(a, (torch.Tensor, np.ndarray)) or isinstance(b, (torch.Tensor, np.ndarray)):
-        return None if _arrays_equal(a, b) else f"{where}: {a!r} != {b!r}"
-    pairs: list[tuple[Any, Any, str]] = []
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        if a.keys() != b.keys():
-            return f"{where}: keys {sorted(a)} != {sorted(b)}"
-        pairs = [(a[key], b[key], f"{where}[{key!r}]") for key in a]
-    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        if len(a) != len(b):
-            return f"{where}: length {len(a)} != {len(b)}"
-        pairs = [(x, y, f"{where}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True))]
-    elif type(a) is not type(b) or a != b:
-        return f"{where}: {a!r} != {b!r}"
-    return next((d for x, y, w in pairs if (d := _difference(x, y, w))), None)
-
-
 def assert_batches_equal(expected: Sequence[Any], actual: Sequence[Any]) -> None:
     """Bitwise equality of two lists of batches (tensors, arrays, nested collections).
 
@@ -55,7 +30,7 @@ def assert_batches_equal(expected: Sequence[Any], actual: Sequence[Any]) -> None
     if len(expected) != len(actual):
         raise AssertionError(f"expected {len(expected)} batches, got {len(actual)}")
     for i, (a, b) in enumerate(zip(expected, actual, strict=True)):
-        found = _difference(a, b, f"batch {i}")
+        found = difference(a, b, f"batch {i}")
         if found:
             raise AssertionError(found)
 

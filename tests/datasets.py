@@ -6,13 +6,14 @@ started with spawn or forkserver can unpickle them.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from reproloader import get_context
 
@@ -240,3 +241,56 @@ class Curriculum(Dataset[torch.Tensor]):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.level = state["level"]
+
+
+class UnseededGenerator(InitGenerator):
+    """Makes an unseeded Generator in __init__: every construction draws anew."""
+
+    def __init__(self, n: int = 16) -> None:
+        super().__init__(n)
+        self.rng = np.random.default_rng()
+
+
+class Urandom(Dataset[float]):
+    """Reads the operating system's entropy: no loader can make this repeatable."""
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, i: int) -> float:
+        return int.from_bytes(os.urandom(4), "little") / 2**32
+
+
+class SetOrder(Dataset[torch.Tensor]):
+    """Iterates a set of strings, whose order depends on PYTHONHASHSEED."""
+
+    words = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        order = list(set(self.words))
+        return torch.tensor([float(order.index(word)) for word in self.words])
+
+
+def dataloader_init_generator() -> DataLoader[float]:
+    """A factory for `reproloader audit tests.datasets:dataloader_init_generator`."""
+    return DataLoader(InitGenerator(32), batch_size=4, num_workers=2)
+
+
+def reproloader_init_generator() -> Any:
+    """The same pipeline with ReproLoader."""
+    from reproloader import ReproLoader
+
+    return ReproLoader(InitGenerator(32), batch_size=4, num_workers=2, seed=0)
+
+
+def dataloader_unseeded() -> DataLoader[float]:
+    return DataLoader(UnseededGenerator(16), batch_size=4)
+
+
+def reproloader_unseeded() -> Any:
+    from reproloader import ReproLoader
+
+    return ReproLoader(UnseededGenerator(16), batch_size=4, seed=0)

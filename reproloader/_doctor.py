@@ -1,8 +1,8 @@
-"""Checks that say what is reproducible here, as :class:`Finding` objects; nothing printed.
+"""``doctor()``: what in this process's environment is not reproducible; nothing printed.
 
-:func:`doctor` inspects this process: versions, torch's determinism switches, the
-environment, the start method, CUDA and cuDNN. Each finding says whether a check
-passed, the evidence, and a fix. ``reproloader doctor`` formats them.
+It inspects versions, torch's determinism switches, the environment, the start
+method, CUDA and cuDNN, and returns :class:`Finding` objects that say whether each
+check passed, the evidence, and a fix. ``reproloader doctor`` formats them.
 """
 
 from __future__ import annotations
@@ -13,35 +13,14 @@ import os
 import platform
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from reproloader._findings import Finding, Severity
 from reproloader.determinism import CUBLAS_VARIABLE, current_settings
 
-__all__ = ["DoctorReport", "Finding", "doctor"]
-
-Severity = Literal["info", "warning", "error"]
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One check's result.
-
-    Attributes:
-        check: what was checked, in a few words.
-        passed: whether it is fine for reproducibility.
-        severity: how much a failure matters here: ``"info"`` (worth knowing),
-            ``"warning"`` (results can differ between runs), ``"error"`` (they do).
-        evidence: what was observed.
-        fix: what to do about a failure ("" when passed).
-    """
-
-    check: str
-    passed: bool
-    severity: Severity
-    evidence: str
-    fix: str = ""
+__all__ = ["DoctorReport", "doctor"]
 
 
 @dataclass(frozen=True)
