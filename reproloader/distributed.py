@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 from reproloader.seeding import SeedTree
 
@@ -68,13 +68,18 @@ def rank_part(start: int, size: int, rank: int, world_size: int) -> range:
     return range(first, first + base + (rank < extra))
 
 
-class ShardedSampler(Sampler[int]):
+class ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
     """This rank's samples of each epoch under the library's sharding.
 
     ``ReproLoader(..., shard=True)`` makes one; the loader cuts batches itself (and
     resumes at a global offset), so the sampler is what frameworks and users see when
     they look at ``loader.sampler``: iterating it yields this rank's indices of the
     current epoch, in order.
+
+    It is a ``DistributedSampler`` so that frameworks that insert one into
+    non-distributed loaders (Lightning, Fabric) see this loader is sharded already.
+    Rank and world size are read from ``torch.distributed`` when it is used, not
+    fixed at construction as DistributedSampler's own are.
 
     Args:
         data_source: the dataset (only its length is used).
@@ -84,16 +89,27 @@ class ShardedSampler(Sampler[int]):
         drop_last: drop a short last global step.
     """
 
-    def __init__(
+    def __init__(  # DistributedSampler.__init__ would need a process group now
         self, data_source: Sized, *, seed: int, shuffle: bool, batch_size: int, drop_last: bool
     ) -> None:
         self.data_source = data_source
+        self.dataset = data_source  # type: ignore[assignment]  # DistributedSampler's name
         self.seed = seed
         self.shuffle = shuffle
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.epoch = 0
         self._tree = SeedTree(seed)
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        """The world size, as torch.distributed reports it now."""
+        return rank_and_world_size()[1]
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        """This process's rank, as torch.distributed reports it now."""
+        return rank_and_world_size()[0]
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order ``__iter__`` yields."""

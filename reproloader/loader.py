@@ -143,6 +143,13 @@ class ReproLoader(_Base[_T_co]):
     next_iter_state: dict[str, Any] | None
     _iterator: Any  # torchdata's iterators, which carry no type information
 
+    # Hugging Face accelerate: Accelerator.prepare() rebuilds a DataLoader as a plain one
+    # from its dataset and batch sampler, which would drop everything this class adds;
+    # it returns objects marked as prepared unchanged, and its save_state/load_state carry
+    # the state_dict() of tracked loaders that say they are stateful.
+    _is_accelerate_prepared = True
+    use_stateful_dataloader = True
+
     def __init__(
         self,
         dataset: Dataset[_T_co],
