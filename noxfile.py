@@ -31,6 +31,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def integration(session: nox.Session) -> None:
+    """Lightning and accelerate: tests/frameworks and their examples."""
+    install(session, "integration")
+    session.run("pytest", "tests/frameworks", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Ruff: lint and formatting."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
@@ -63,6 +70,6 @@ def bench(session: nox.Session) -> None:
 def build(session: nox.Session) -> None:
     """Build wheel and sdist, install the wheel in a fresh venv, smoke-test it."""
     session.install("build")
-    session.run("rm", "-rf", "dist", external=True)
+    session.run("python", "-c", "import shutil; shutil.rmtree('dist', ignore_errors=True)")
     session.run("python", "-m", "build")
     session.run("bash", ".ci/smoke-wheel", external=True)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import resume  # imported after the path set-up above
+import plot  # imported after the path set-up above
+import resume
 import throughput
+import unit_cost
 
 
 def main() -> None:
@@ -20,6 +22,8 @@ def main() -> None:
     quick = "--quick" in args
     throughput.main(args)
     resume.main(["--n", "100000", "--reps", "2"] if quick else [])
+    unit_cost.main(["--reps", "3"] if quick else [])
+    plot.main()
 
 
 if __name__ == "__main__":

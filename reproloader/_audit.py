@@ -438,6 +438,46 @@ def _check_settings() -> Finding:
     )
 
 
+def _numpy_key() -> npt.NDArray[np.uint32]:
+    state: Any = np.random.get_state()  # ('MT19937', key, pos, has_gauss, gauss)
+    return np.append(state[1], np.uint32(state[2]))  # the key and the position
+
+
+def _global_rng_use(p: _Pipeline) -> Finding:
+    """Which process-wide RNGs one batch draws from (an info finding)."""
+    name = "process-wide RNGs the pipeline draws from"
+    loader = p.loader
+    dataset = loader.dataset
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    before = (random.getstate(), _numpy_key(), torch.get_rng_state())
+    if p.iterable:
+        it = iter(dataset)
+        samples = [s for _, s in zip(range(4), it, strict=False)]
+    else:
+        samples = [dataset[i] for i in p.indices]
+    if loader.batch_size is not None and loader.collate_fn is not None:
+        loader.collate_fn(samples)
+    used = [
+        label
+        for label, changed in (
+            ("random", random.getstate() != before[0]),
+            ("numpy", not np.array_equal(_numpy_key(), before[1])),
+            ("torch", not torch.equal(torch.get_rng_state(), before[2])),
+        )
+        if changed
+    ]
+    evidence = (
+        f"one batch drew from {', '.join(used)}; ReproConfig(reseed_globals={set(used)!r}) "
+        "would reseed only these (faster in sample scope), as long as nothing else draws "
+        "from the others"
+        if used
+        else "one batch drew from none of python random, numpy's global RNG and torch's"
+    )
+    return Finding(name, True, "info", evidence)
+
+
 def _check_rng_objects(p: _Pipeline) -> Finding:
     name = "RNG objects stored in the dataset"
     found = [path for path, _ in find_rngs(p.loader.dataset, "dataset")]
@@ -506,6 +546,7 @@ def audit(
         step("mid-epoch resume", lambda: _check_resume(pipeline))
         step("determinism settings", _check_settings)
         step("RNG objects in the dataset", lambda: _check_rng_objects(pipeline))
+        step("process-wide RNGs used", lambda: _global_rng_use(pipeline))
         for number, (label, fn) in enumerate(steps, start=1):
             if progress is not None:
                 progress(f"[{number}/{len(steps)}] {label}")

@@ -294,3 +294,10 @@ def reproloader_unseeded() -> Any:
     from reproloader import ReproLoader
 
     return ReproLoader(UnseededGenerator(16), batch_size=4, seed=0)
+
+
+class KeywordOnlyRng(RngArgument):
+    """Takes the Generator as a keyword-only argument, the form the docs recommend."""
+
+    def __getitem__(self, i: int, *, rng: np.random.Generator) -> torch.Tensor:  # type: ignore[override]
+        return torch.tensor([float(i), rng.random()], dtype=torch.float64)

@@ -13,8 +13,8 @@ FENCE = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def python_blocks(page: Path) -> list[str]:
-    """The page's Python blocks, except those marked ``# sketch:`` (they need a cluster)."""
-    return [b for b in FENCE.findall(page.read_text()) if not b.startswith("# sketch:")]
+    """The page's Python blocks, except those marked ``# sketch`` (fragments of a larger program)."""
+    return [b for b in FENCE.findall(page.read_text()) if not b.startswith("# sketch")]
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)

@@ -21,6 +21,12 @@ def run(name: str, *args: str) -> str:
     return result.stdout
 
 
+def test_augmentation_example_gives_the_same_crops_for_any_layout() -> None:
+    out = run("augment_with_rng.py")
+    assert out.count(": True") == 3
+    assert "images got another crop or flip" in out
+
+
 def test_quickstart_shows_dataloader_failing_and_reproloader_passing() -> None:
     out = run("quickstart.py")
     rows = [line.strip() for line in out.splitlines() if line.strip().endswith(("yes", "NO"))]

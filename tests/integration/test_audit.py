@@ -177,7 +177,7 @@ def test_cli_fails_on_dataloader_and_passes_on_reproloader_with_fresh_processes(
     assert repro.returncode == 0, repro.stdout + repro.stderr
     assert "two fresh processes, agree" in repro.stdout
     assert "no problem found" in repro.stdout
-    assert "auditing [1/7]" in repro.stderr  # progress
+    assert "auditing [1/8]" in repro.stderr  # progress
 
 
 def test_cli_table_names_each_problem() -> None:
@@ -188,3 +188,21 @@ def test_cli_table_names_each_problem() -> None:
     assert "random streams duplicated across workers       YES" in result.stdout
     assert "fix: use ReproLoader" in result.stdout
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("dataset", "expected"),
+    [
+        (GlobalDraws(8), "random, numpy, torch"),
+        (NumpyGlobal(8), "numpy"),
+        (InitGenerator(8), "none of"),
+    ],
+)
+def test_the_process_wide_rngs_a_pipeline_uses_are_named(dataset: Any, expected: str) -> None:
+    finding = next(
+        f
+        for f in quick(ReproLoader(dataset, batch_size=4, seed=0)).findings
+        if f.check == "process-wide RNGs the pipeline draws from"
+    )
+    assert (finding.passed, finding.severity) == (True, "info")
+    assert expected in finding.evidence

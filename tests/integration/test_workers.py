@@ -13,6 +13,7 @@ from tests.datasets import (
     EpochAware,
     GlobalDraws,
     InitGenerator,
+    KeywordOnlyRng,
     Offset,
     RngArgument,
     RngArgumentItems,
@@ -118,7 +119,7 @@ def test_sample_scope_does_not_depend_on_rank(monkeypatch: pytest.MonkeyPatch) -
     assert same(results[0], results[1])
 
 
-@pytest.mark.parametrize("dataset_cls", [RngArgument, RngArgumentItems])
+@pytest.mark.parametrize("dataset_cls", [RngArgument, RngArgumentItems, KeywordOnlyRng])
 @pytest.mark.parametrize("scope", SCOPES)
 def test_rng_argument_is_reproducible_across_workers(dataset_cls: type, scope: str) -> None:
     results = [
