@@ -12,36 +12,41 @@ ReproLoader would fix) as on a ReproLoader (to show the pipeline is clean).
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import os
-import pickle
 import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from reproloader._compare import difference
 from reproloader._doctor import doctor
-from reproloader._experiments import FixedBatches, first_batch_indices, numbers, rebuild, take
-from reproloader._findings import Finding
+from reproloader._experiments import (
+    Mask,
+    Pipeline,
+    differ,
+    fresh_run,
+    load_target,
+    numbers,
+    payload,
+    rebuild,
+    take,
+    vector,
+)
+from reproloader._findings import Finding, Reported
 from reproloader._rngs import find_rngs
 
 __all__ = ["AuditReport", "audit"]
 
-Vector = npt.NDArray[np.float64]
-Mask = npt.NDArray[np.bool_]
-
 
 @dataclass(frozen=True)
-class AuditReport:
+class AuditReport(Reported):
     """What :func:`audit` found.
 
     Attributes:
@@ -54,94 +59,8 @@ class AuditReport:
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
 
-    @property
-    def ok(self) -> bool:
-        """No check failed with a warning or an error (what the CLI's exit status says)."""
-        return all(f.passed or f.severity == "info" for f in self.findings)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for ``--json``."""
-        out = asdict(self)
-        out["ok"] = self.ok
-        return out
-
-
-def _load(target: Any) -> Any:
-    """A loader from a loader, a dataset, a factory, or ``"module:attribute"``."""
-    if isinstance(target, str):
-        module, _, name = target.partition(":")
-        if not name:
-            raise ValueError(f"expected 'module:attribute', got {target!r}")
-        obj: Any = importlib.import_module(module)
-        for part in name.split("."):
-            obj = getattr(obj, part)
-        target = obj
-    if callable(target) and not isinstance(target, (DataLoader, Dataset)):
-        target = target()
-    if isinstance(target, Dataset):
-        return DataLoader(target, batch_size=4)
-    if isinstance(target, DataLoader):
-        return target
-    raise TypeError(
-        f"audit() takes a DataLoader, a Dataset, a function that returns one, or "
-        f"'module:function'; got {target!r} of type {type(target).__name__}"
-    )
-
-
-def _vector(batches: list[Any]) -> Vector:
-    return np.concatenate([numbers(b) for b in batches]) if batches else np.zeros(0)
-
-
-def _differ(a: Vector, b: Vector) -> Mask | None:
-    # Positions whose values differ (NaN equals NaN), or None if the shapes differ.
-    if a.shape != b.shape:
-        return None
-    same: Mask = (a == b) | (np.isnan(a) & np.isnan(b))
-    return ~same
-
-
-class _Pipeline:
-    """The audited loader, and how to run it under chosen conditions."""
-
-    def __init__(self, loader: Any, workers: int) -> None:
-        self.loader = loader
-        self.workers = workers
-        self.iterable = isinstance(loader.dataset, IterableDataset)
-        self.repro = hasattr(loader, "config") and hasattr(loader, "seed")
-        self.indices = [] if self.iterable else first_batch_indices(loader)
-
-    def describe(self) -> str:
-        return f"{type(self.loader).__name__} over {type(self.loader.dataset).__name__}"
-
-    def run(
-        self,
-        *,
-        seed: int = 0,
-        num_workers: int = 0,
-        repeats: int = 1,
-        epochs: int = 1,
-        limit: int | None = None,
-        start_method: str | None = None,
-    ) -> list[list[Any]]:
-        """Batches of ``epochs`` passes: ``repeats`` batches of the probe indices each."""
-        changes: dict[str, Any] = {"num_workers": num_workers}
-        if not self.iterable:
-            changes["batch_sampler"] = FixedBatches([self.indices] * repeats)
-        if start_method is not None and num_workers > 0:
-            changes["multiprocessing_context"] = start_method
-        if self.repro and seed:
-            changes["seed"] = (self.loader.seed + seed) % 2**63
-            changes["config"] = self.loader.config.model_copy(update={"seed": None})
-        # How a DataLoader run is made repeatable: every global RNG seeded, as
-        # seed_everything-style helpers do (a ReproLoader ignores these).
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        loader = rebuild(self.loader, **changes)
-        return [take(loader, limit if self.iterable else None) for _ in range(epochs)]
-
-
-def _random_positions(p: _Pipeline) -> Mask:
+def _random_positions(p: Pipeline) -> Mask:
     """Positions of a probe batch whose values change from draw to draw."""
     # The same samples under another seed, in another epoch, and (map-style: the probe
     # feeds the same indices twice) in the next batch. An iterable dataset's next batch
@@ -151,9 +70,9 @@ def _random_positions(p: _Pipeline) -> Mask:
     c = p.run(epochs=2, limit=1 if p.iterable else None)
     first = numbers(a[0])
     masks = [
-        _differ(first, numbers(a[1])) if len(a) > 1 else None,
-        _differ(first, numbers(b[0])) if b else None,
-        _differ(first, numbers(c[1][0])) if c[1] else None,
+        differ(first, numbers(a[1])) if len(a) > 1 else None,
+        differ(first, numbers(b[0])) if b else None,
+        differ(first, numbers(c[1][0])) if c[1] else None,
     ]
     random_mask = np.zeros(first.shape, dtype=bool)
     for mask in masks:
@@ -162,13 +81,13 @@ def _random_positions(p: _Pipeline) -> Mask:
     return random_mask
 
 
-def _check_workers(p: _Pipeline, random_mask: Mask) -> Finding:
+def _check_workers(p: Pipeline, random_mask: Mask) -> Finding:
     name = "random streams duplicated across workers"
     batches = p.run(num_workers=p.workers, repeats=4, limit=4)[0]
     if len(batches) < 4:
         return Finding(name, True, "info", "too few batches to compare workers")
     e = [numbers(b) for b in batches]
-    within, across_a, across_b = _differ(e[0], e[2]), _differ(e[0], e[1]), _differ(e[2], e[3])
+    within, across_a, across_b = differ(e[0], e[2]), differ(e[0], e[1]), differ(e[2], e[3])
     if within is None or across_a is None or across_b is None:
         return Finding(name, True, "info", "batches of different shapes; not compared")
     duplicated = within & ~across_a & ~across_b
@@ -199,11 +118,11 @@ def _check_workers(p: _Pipeline, random_mask: Mask) -> Finding:
     return Finding(name, True, "error", evidence)
 
 
-def _check_epochs(p: _Pipeline, random_mask: Mask) -> Finding:
+def _check_epochs(p: Pipeline, random_mask: Mask) -> Finding:
     name = "random values repeating across epochs"
     epochs = p.run(num_workers=p.workers, repeats=2, epochs=2, limit=2)
-    first, second = _vector(epochs[0]), _vector(epochs[1])
-    changes = _differ(first, second)
+    first, second = vector(epochs[0]), vector(epochs[1])
+    changes = differ(first, second)
     random_all = np.tile(random_mask, max(1, first.size // max(1, random_mask.size)))
     if changes is None or random_all.shape != first.shape:
         return Finding(name, True, "info", "epochs gave batches of different shapes; not compared")
@@ -225,13 +144,13 @@ def _check_epochs(p: _Pipeline, random_mask: Mask) -> Finding:
     )
 
 
-def _check_layout(p: _Pipeline, start_methods: tuple[str, ...]) -> Finding:
+def _check_layout(p: Pipeline, start_methods: tuple[str, ...]) -> Finding:
     name = "results depend on num_workers or start method"
     if p.iterable:
         return Finding(
             name, True, "info", "iterable datasets decide per worker what they read; not compared"
         )
-    base = _vector(p.run(repeats=2)[0])
+    base = vector(p.run(repeats=2)[0])
     facts = []
     comparisons: list[tuple[str, dict[str, Any]]] = [
         (f"num_workers={p.workers}", {"num_workers": p.workers}),
@@ -241,8 +160,8 @@ def _check_layout(p: _Pipeline, start_methods: tuple[str, ...]) -> Finding:
         ],
     ]
     for label, kwargs in comparisons:
-        other = _vector(p.run(repeats=2, **kwargs)[0])
-        changed = _differ(base, other)
+        other = vector(p.run(repeats=2, **kwargs)[0])
+        changed = differ(base, other)
         if changed is None or changed.any():
             count = (
                 "shapes differ"
@@ -262,59 +181,13 @@ def _check_layout(p: _Pipeline, start_methods: tuple[str, ...]) -> Finding:
     return Finding(name, True, "warning", "the same values with 0 and " + f"{p.workers} workers")
 
 
-def _fresh_run(payload: bytes) -> list[Vector]:
-    # In a fresh interpreter: build the pipeline and run the probe (module-level for spawn).
-    target, workers = pickle.loads(payload)
-    p = _Pipeline(_load(target), workers)
-    return [numbers(b) for b in p.run(repeats=2, limit=2)[0]]
-
-
-def _payload(target: Any, loader: Any, workers: int) -> bytes:
-    # A factory that can be imported travels by name, so the fresh process builds
-    # everything itself; a loader travels as its dataset and arguments.
-    if isinstance(target, str) or (
-        callable(target)
-        and not isinstance(target, (DataLoader, Dataset))
-        and "<" not in getattr(target, "__qualname__", "<")
-    ):
-        return pickle.dumps((target, workers))
-    fresh = rebuild(loader, num_workers=0)
-    return pickle.dumps((_Rebuilt(fresh), workers))
-
-
-class _Rebuilt:
-    """A loader's class and arguments, picklable where the loader object is not."""
-
-    def __init__(self, loader: Any) -> None:
-        self.cls = type(loader)
-        self.dataset = loader.dataset
-        self.kwargs = {
-            k: getattr(loader, k)
-            for k in (
-                "batch_size",
-                "collate_fn",
-                "drop_last",
-                "worker_init_fn",
-                "generator",
-                "seed",
-                "config",
-            )
-            if hasattr(loader, k)
-        }
-        if not isinstance(loader.dataset, IterableDataset) and loader.batch_size is not None:
-            self.kwargs["sampler"] = loader.sampler
-
-    def __call__(self) -> Any:
-        return self.cls(self.dataset, **self.kwargs)
-
-
 def _summary(first: list[Any], second: list[Any]) -> str | None:
     """Where two runs' batches differ, in a few words; None if they are equal."""
     if not difference(first, second, "batch"):
         return None
     for i, (a, b) in enumerate(zip(first, second, strict=False)):
         x, y = (v if isinstance(v, np.ndarray) else numbers(v) for v in (a, b))
-        changed = _differ(x, y)
+        changed = differ(x, y)
         if changed is None:
             return f"batch {i} has another shape"
         if changed.any():
@@ -323,7 +196,7 @@ def _summary(first: list[Any], second: list[Any]) -> str | None:
     return f"{len(first)} batches against {len(second)}"
 
 
-def _check_same_seed(p: _Pipeline, target: Any, fresh_processes: bool) -> Finding:
+def _check_same_seed(p: Pipeline, target: Any, fresh_processes: bool) -> Finding:
     name = "two runs with the same seed differ"
     limit = 2 if p.iterable else None
     first = p.run(repeats=2, limit=limit)[0]
@@ -342,7 +215,7 @@ def _check_same_seed(p: _Pipeline, target: Any, fresh_processes: bool) -> Findin
     if not fresh_processes:
         return Finding(name, True, "error", "two runs in this process agree")
     try:
-        payload = _payload(target, p.loader, p.workers)
+        packed = payload(target, p.loader, p.workers)
     except Exception as error:  # noqa: BLE001 - any pickling problem: say so and go on
         return Finding(
             name,
@@ -358,7 +231,7 @@ def _check_same_seed(p: _Pipeline, target: Any, fresh_processes: bool) -> Findin
         for hash_seed in ("1", "2"):
             os.environ["PYTHONHASHSEED"] = hash_seed  # a spawned child gets this environment
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-                results.append(pool.submit(_fresh_run, payload).result(timeout=300))
+                results.append(pool.submit(fresh_run, packed).result(timeout=300))
     finally:
         if previous is None:
             os.environ.pop("PYTHONHASHSEED", None)
@@ -379,7 +252,7 @@ def _check_same_seed(p: _Pipeline, target: Any, fresh_processes: bool) -> Findin
     return Finding(name, True, "error", "two runs in this process, and two fresh processes, agree")
 
 
-def _check_resume(p: _Pipeline) -> Finding:
+def _check_resume(p: Pipeline) -> Finding:
     name = "mid-epoch resume reproduces the stream"
     loader = p.loader
     if not (
@@ -443,7 +316,7 @@ def _numpy_key() -> npt.NDArray[np.uint32]:
     return np.append(state[1], np.uint32(state[2]))  # the key and the position
 
 
-def _global_rng_use(p: _Pipeline) -> Finding:
+def _global_rng_use(p: Pipeline) -> Finding:
     """Which process-wide RNGs one batch draws from (an info finding)."""
     name = "process-wide RNGs the pipeline draws from"
     loader = p.loader
@@ -478,7 +351,7 @@ def _global_rng_use(p: _Pipeline) -> Finding:
     return Finding(name, True, "info", evidence)
 
 
-def _check_rng_objects(p: _Pipeline) -> Finding:
+def _check_rng_objects(p: Pipeline) -> Finding:
     name = "RNG objects stored in the dataset"
     found = [path for path, _ in find_rngs(p.loader.dataset, "dataset")]
     if not found:
@@ -526,7 +399,7 @@ def audit(
     started = time.perf_counter()
     saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     try:
-        pipeline = _Pipeline(_load(target), workers)
+        pipeline = Pipeline(load_target(target), workers)
         findings = []
         steps: list[tuple[str, Callable[[], Finding]]] = []
         random_mask: list[Mask] = []

@@ -12,19 +12,19 @@ import multiprocessing
 import os
 import platform
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from reproloader._findings import Finding, Severity
+from reproloader._findings import Finding, Reported, Severity
 from reproloader.determinism import CUBLAS_VARIABLE, current_settings
 
 __all__ = ["DoctorReport", "doctor"]
 
 
 @dataclass(frozen=True)
-class DoctorReport:
+class DoctorReport(Reported):
     """What :func:`doctor` found: facts about the process, and findings."""
 
     versions: dict[str, str | None]
@@ -33,17 +33,6 @@ class DoctorReport:
     start_method: str
     cuda: dict[str, Any]
     findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """No warning or error failed (what ``--strict`` checks)."""
-        return all(f.passed or f.severity == "info" for f in self.findings)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for ``--json``."""
-        out = asdict(self)
-        out["ok"] = self.ok
-        return out
 
 
 def _version(package: str) -> str | None:

@@ -4,24 +4,46 @@ The audit learns about randomness from the batches alone, so it needs to run the
 user's pipeline under conditions it chooses: the same indices again, in another
 worker, another epoch, another process. :func:`rebuild` makes a loader like the
 user's with some arguments changed (the way frameworks re-create loaders from
-their attributes), and :class:`FixedBatches` feeds it chosen indices.
+their attributes), :class:`FixedBatches` feeds it chosen indices, and
+:class:`Pipeline` runs the result under one set of conditions; :func:`payload`
+and :func:`fresh_run` carry a pipeline into a fresh interpreter.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import itertools
+import pickle
+import random
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from torch.utils.data import IterableDataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from reproloader._compat import quiet_torchdata
 
-__all__ = ["FixedBatches", "first_batch_indices", "numbers", "rebuild", "take"]
+__all__ = [
+    "FixedBatches",
+    "Mask",
+    "Pipeline",
+    "Vector",
+    "differ",
+    "first_batch_indices",
+    "fresh_run",
+    "load_target",
+    "numbers",
+    "payload",
+    "rebuild",
+    "take",
+    "vector",
+]
+
+Vector = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
 
 
 class FixedBatches(Sampler[list[Any]]):
@@ -116,3 +138,124 @@ def numbers(batch: Any) -> npt.NDArray[np.float64]:
 
     walk(batch)
     return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def load_target(target: Any) -> Any:
+    """A loader from a loader, a dataset, a factory, or ``"module:attribute"``."""
+    if isinstance(target, str):
+        module, _, name = target.partition(":")
+        if not name:
+            raise ValueError(f"expected 'module:attribute', got {target!r}")
+        obj: Any = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        target = obj
+    if callable(target) and not isinstance(target, (DataLoader, Dataset)):
+        target = target()
+    if isinstance(target, Dataset):
+        return DataLoader(target, batch_size=4)
+    if isinstance(target, DataLoader):
+        return target
+    raise TypeError(
+        f"audit() takes a DataLoader, a Dataset, a function that returns one, or "
+        f"'module:function'; got {target!r} of type {type(target).__name__}"
+    )
+
+
+def vector(batches: list[Any]) -> Vector:
+    return np.concatenate([numbers(b) for b in batches]) if batches else np.zeros(0)
+
+
+def differ(a: Vector, b: Vector) -> Mask | None:
+    # Positions whose values differ (NaN equals NaN), or None if the shapes differ.
+    if a.shape != b.shape:
+        return None
+    same: Mask = (a == b) | (np.isnan(a) & np.isnan(b))
+    return ~same
+
+
+class Pipeline:
+    """The audited loader, and how to run it under chosen conditions."""
+
+    def __init__(self, loader: Any, workers: int) -> None:
+        self.loader = loader
+        self.workers = workers
+        self.iterable = isinstance(loader.dataset, IterableDataset)
+        self.repro = hasattr(loader, "config") and hasattr(loader, "seed")
+        self.indices = [] if self.iterable else first_batch_indices(loader)
+
+    def describe(self) -> str:
+        return f"{type(self.loader).__name__} over {type(self.loader.dataset).__name__}"
+
+    def run(
+        self,
+        *,
+        seed: int = 0,
+        num_workers: int = 0,
+        repeats: int = 1,
+        epochs: int = 1,
+        limit: int | None = None,
+        start_method: str | None = None,
+    ) -> list[list[Any]]:
+        """Batches of ``epochs`` passes: ``repeats`` batches of the probe indices each."""
+        changes: dict[str, Any] = {"num_workers": num_workers}
+        if not self.iterable:
+            changes["batch_sampler"] = FixedBatches([self.indices] * repeats)
+        if start_method is not None and num_workers > 0:
+            changes["multiprocessing_context"] = start_method
+        if self.repro and seed:
+            changes["seed"] = (self.loader.seed + seed) % 2**63
+            changes["config"] = self.loader.config.model_copy(update={"seed": None})
+        # How a DataLoader run is made repeatable: every global RNG seeded, as
+        # seed_everything-style helpers do (a ReproLoader ignores these).
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        loader = rebuild(self.loader, **changes)
+        return [take(loader, limit if self.iterable else None) for _ in range(epochs)]
+
+
+def fresh_run(payload: bytes) -> list[Vector]:
+    # In a fresh interpreter: build the pipeline and run the probe (module-level for spawn).
+    target, workers = pickle.loads(payload)
+    p = Pipeline(load_target(target), workers)
+    return [numbers(b) for b in p.run(repeats=2, limit=2)[0]]
+
+
+def payload(target: Any, loader: Any, workers: int) -> bytes:
+    # A factory that can be imported travels by name, so the fresh process builds
+    # everything itself; a loader travels as its dataset and arguments.
+    if isinstance(target, str) or (
+        callable(target)
+        and not isinstance(target, (DataLoader, Dataset))
+        and "<" not in getattr(target, "__qualname__", "<")
+    ):
+        return pickle.dumps((target, workers))
+    fresh = rebuild(loader, num_workers=0)
+    return pickle.dumps((Rebuilt(fresh), workers))
+
+
+class Rebuilt:
+    """A loader's class and arguments, picklable where the loader object is not."""
+
+    def __init__(self, loader: Any) -> None:
+        self.cls = type(loader)
+        self.dataset = loader.dataset
+        self.kwargs = {
+            k: getattr(loader, k)
+            for k in (
+                "batch_size",
+                "collate_fn",
+                "drop_last",
+                "worker_init_fn",
+                "generator",
+                "seed",
+                "config",
+            )
+            if hasattr(loader, k)
+        }
+        if not isinstance(loader.dataset, IterableDataset) and loader.batch_size is not None:
+            self.kwargs["sampler"] = loader.sampler
+
+    def __call__(self) -> Any:
+        return self.cls(self.dataset, **self.kwargs)

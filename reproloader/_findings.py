@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
-__all__ = ["Finding", "Severity"]
+__all__ = ["Finding", "Reported", "Severity"]
 
 Severity = Literal["info", "warning", "error"]
 
@@ -28,3 +28,20 @@ class Finding:
     severity: Severity
     evidence: str
     fix: str = ""
+
+
+class Reported:
+    """What ``doctor()``'s and ``audit()``'s reports share: a list of findings."""
+
+    findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        """No check failed with a warning or an error (what ``--strict`` and exit statuses say)."""
+        return all(f.passed or f.severity == "info" for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        out: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
+        out["ok"] = self.ok
+        return out

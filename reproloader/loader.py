@@ -33,6 +33,7 @@ from torchdata.stateful_dataloader.stateful_dataloader import (
 )
 
 from reproloader import distributed
+from reproloader._arguments import check_config, check_shard, resolve_seed, resolve_start_method
 from reproloader._compat import quiet_torchdata
 from reproloader._dataset import IterableWrapper, MapWrapper, WorkerInit, stateful
 from reproloader._isolation import Isolation
@@ -40,9 +41,9 @@ from reproloader._producer import Plan
 from reproloader._rngs import GlobalRngs
 from reproloader._units import Pass, SamplerRngs, UnitSampler, fast_mode
 from reproloader.config import ReproConfig
-from reproloader.exceptions import ConfigError, StateError, StateMismatchError
+from reproloader.exceptions import StateError, StateMismatchError
 from reproloader.sampler import SeededRandomSampler
-from reproloader.seeding import MAX_PATH_ELEMENT, MAX_SEED, SeedTree
+from reproloader.seeding import MAX_PATH_ELEMENT, SeedTree
 from reproloader.state import FORMAT, VERSION, LoaderState, check_compatible, upgrade
 
 __all__ = ["ReproLoader"]
@@ -58,15 +59,6 @@ else:
 
 # Attributes that, like DataLoader's own guarded ones, fix what the loader produces.
 _FROZEN_AFTER_INIT = frozenset({"seed", "config", "shuffle", "shard"})
-
-
-def _start_method(context: object) -> str | None:
-    if context is None:
-        return None
-    if isinstance(context, str):
-        return context
-    get = getattr(context, "get_start_method", None)
-    return get() if callable(get) else None
 
 
 class _IteratorView:
@@ -175,20 +167,18 @@ class ReproLoader(_Base[_T_co]):
         seed: int | None = None,
         config: ReproConfig | Mapping[str, Any] | None = None,
     ) -> None:
-        config = self._check_config(config)
+        config = check_config(config)
         if isinstance(dataset, (IterDataPipe, MapDataPipe)):
             raise TypeError(
                 f"ReproLoader does not support DataPipes (got {type(dataset).__name__}); "
                 "torch deprecated them. Wrap the pipe in an IterableDataset."
             )
-        seed = self._resolve_seed(seed, config, generator)
-        multiprocessing_context = self._resolve_start_method(
-            multiprocessing_context, config, num_workers
-        )
+        seed = resolve_seed(seed, config, generator)
+        multiprocessing_context = resolve_start_method(multiprocessing_context, config, num_workers)
         iterable = isinstance(dataset, IterableDataset)
         pass_shuffle = shuffle
         if shard:
-            self._check_shard(iterable, sampler, batch_sampler, batch_size)
+            check_shard(iterable, sampler, batch_sampler, batch_size)
             assert batch_size is not None
             sampler = distributed.ShardedSampler(
                 dataset,  # type: ignore[arg-type]
@@ -254,74 +244,6 @@ class ReproLoader(_Base[_T_co]):
         self._isolation: Isolation | None = None
         self._sampler_rngs: SamplerRngs | None = None
         self._ReproLoader__initialized = True
-
-    # -- construction helpers -------------------------------------------------
-
-    @staticmethod
-    def _check_shard(iterable: bool, sampler: Any, batch_sampler: Any, batch_size: Any) -> None:
-        if iterable:
-            raise ConfigError(
-                "shard=True shards map-style datasets; an IterableDataset decides itself "
-                "what each rank reads (see get_context().rank and .world_size)"
-            )
-        if sampler is not None or batch_sampler is not None:
-            raise ConfigError(
-                "shard=True makes its own sampler; pass shard=True without sampler/"
-                "batch_sampler, or keep your sampler (a DistributedSampler) without shard"
-            )
-        if batch_size is None:
-            raise ConfigError(
-                "shard=True needs a batch_size: each rank takes batch_size samples per step"
-            )
-
-    @staticmethod
-    def _check_config(config: ReproConfig | Mapping[str, Any] | None) -> ReproConfig:
-        if config is None:
-            return ReproConfig()
-        if isinstance(config, ReproConfig):
-            return config
-        if isinstance(config, Mapping):
-            return ReproConfig(**config)
-        raise TypeError(
-            f"config must be a ReproConfig or a mapping of its fields, got {config!r} "
-            f"of type {type(config).__name__}"
-        )
-
-    @staticmethod
-    def _resolve_seed(
-        seed: int | None, config: ReproConfig, generator: torch.Generator | None
-    ) -> int:
-        if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                raise TypeError(f"seed must be an int, got {seed!r} of type {type(seed).__name__}")
-            if not 0 <= seed < MAX_SEED:
-                raise ValueError(f"seed must be in [0, 2**128), got {seed}")
-            if config.seed is not None and config.seed != seed:
-                raise ConfigError(
-                    f"seed={seed} contradicts config.seed={config.seed}; pass the seed in "
-                    "one place only"
-                )
-            return seed
-        if config.seed is not None:
-            return config.seed
-        # Once, at construction, exactly as DataLoader draws its base seed: so that
-        # torch.manual_seed(s) before building the loader makes the run repeatable.
-        return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
-
-    @staticmethod
-    def _resolve_start_method(context: Any, config: ReproConfig, num_workers: int) -> Any:
-        wanted = config.start_method
-        if wanted is None:
-            return context
-        given = _start_method(context)
-        if given is not None and given != wanted:
-            raise ConfigError(
-                f"multiprocessing_context uses start method {given!r} but "
-                f"config.start_method={wanted!r}; set one of them only"
-            )
-        if context is None and num_workers > 0:
-            return torch.multiprocessing.get_context(wanted)
-        return context
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _FROZEN_AFTER_INIT and self.__dict__.get("_ReproLoader__initialized", False):

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from tests.helpers import ROOT, run_script
 
 
 def run(name: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return run_script(ROOT / "examples" / name, *args, timeout=120)
 
 
 def test_augmentation_example_gives_the_same_crops_for_any_layout() -> None:

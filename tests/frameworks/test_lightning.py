@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +10,13 @@ import pytest
 
 pytest.importorskip("lightning")
 
+from tests.helpers import run_script
+
 SCRIPT = Path(__file__).with_name("_lightning_run.py")
 
 
 def run(mode: str, phase: str, out: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), mode, phase, str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_script(SCRIPT, mode, phase, str(out))
 
 
 def records(out: Path, phase: str, rank: int) -> list[dict[str, Any]]:

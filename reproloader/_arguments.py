@@ -1,0 +1,93 @@
+"""Checking and resolving ``ReproLoader``'s own arguments (the ones DataLoader lacks)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.multiprocessing
+
+from reproloader.config import ReproConfig
+from reproloader.exceptions import ConfigError
+from reproloader.seeding import MAX_SEED
+
+__all__ = ["check_config", "check_shard", "resolve_seed", "resolve_start_method"]
+
+
+def _start_method(context: object) -> str | None:
+    """The start method a ``multiprocessing_context`` argument names, if it names one."""
+    if context is None:
+        return None
+    if isinstance(context, str):
+        return context
+    get = getattr(context, "get_start_method", None)
+    return get() if callable(get) else None
+
+
+def check_shard(iterable: bool, sampler: Any, batch_sampler: Any, batch_size: Any) -> None:
+    """Raise unless ``shard=True`` can make the sampler: map-style, no sampler of the user's."""
+    if iterable:
+        raise ConfigError(
+            "shard=True shards map-style datasets; an IterableDataset decides itself "
+            "what each rank reads (see get_context().rank and .world_size)"
+        )
+    if sampler is not None or batch_sampler is not None:
+        raise ConfigError(
+            "shard=True makes its own sampler; pass shard=True without sampler/"
+            "batch_sampler, or keep your sampler (a DistributedSampler) without shard"
+        )
+    if batch_size is None:
+        raise ConfigError(
+            "shard=True needs a batch_size: each rank takes batch_size samples per step"
+        )
+
+
+def check_config(config: ReproConfig | Mapping[str, Any] | None) -> ReproConfig:
+    """A :class:`ReproConfig` from ``None``, a config, or a mapping of its fields."""
+    if config is None:
+        return ReproConfig()
+    if isinstance(config, ReproConfig):
+        return config
+    if isinstance(config, Mapping):
+        return ReproConfig(**config)
+    raise TypeError(
+        f"config must be a ReproConfig or a mapping of its fields, got {config!r} "
+        f"of type {type(config).__name__}"
+    )
+
+
+def resolve_seed(seed: int | None, config: ReproConfig, generator: torch.Generator | None) -> int:
+    """The root seed: the argument, else ``config.seed``, else one draw from torch's RNG."""
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r} of type {type(seed).__name__}")
+        if not 0 <= seed < MAX_SEED:
+            raise ValueError(f"seed must be in [0, 2**128), got {seed}")
+        if config.seed is not None and config.seed != seed:
+            raise ConfigError(
+                f"seed={seed} contradicts config.seed={config.seed}; pass the seed in "
+                "one place only"
+            )
+        return seed
+    if config.seed is not None:
+        return config.seed
+    # Once, at construction, exactly as DataLoader draws its base seed: so that
+    # torch.manual_seed(s) before building the loader makes the run repeatable.
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
+
+
+def resolve_start_method(context: Any, config: ReproConfig, num_workers: int) -> Any:
+    """The multiprocessing context to use, honouring ``config.start_method``."""
+    wanted = config.start_method
+    if wanted is None:
+        return context
+    given = _start_method(context)
+    if given is not None and given != wanted:
+        raise ConfigError(
+            f"multiprocessing_context uses start method {given!r} but "
+            f"config.start_method={wanted!r}; set one of them only"
+        )
+    if context is None and num_workers > 0:
+        return torch.multiprocessing.get_context(wanted)
+    return context
