@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _report import save
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -110,11 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     }
                 )
                 print(format_row(rows[-1]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "resume.json").write_text(json.dumps(rows, indent=2))
-    (args.out / "resume.md").write_text(table(rows))
-    print()
-    print(table(rows))
+    save(args.out, "resume", rows, table(rows))
     return {"rows": rows}
 
 

@@ -11,7 +11,6 @@ A ratio of 0.97 means 97 % of DataLoader's throughput.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _report import save
 from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -130,11 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     }
                 )
                 print(format_row(rows[-1]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "throughput.json").write_text(json.dumps(rows, indent=2))
-    (args.out / "throughput.md").write_text(table(rows))
-    print()
-    print(table(rows))
+    save(args.out, "throughput", rows, table(rows))
     return {"rows": rows}
 
 

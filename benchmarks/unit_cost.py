@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 import timeit
 from pathlib import Path
 from typing import Any
 
 import torch
+from _report import save
 
 from reproloader._producer import Plan, Producer
 from reproloader.seeding import Purpose, SeedTree
@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(
             f"{name:<32} begin {begin * 1e6:5.1f} us   added per sample in a loop {rows[-1]['in_loop_us']:5.1f} us"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "unit_cost.json").write_text(json.dumps(rows, indent=2))
+    save(args.out, "unit_cost", rows)
     return rows
 
 
