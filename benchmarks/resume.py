@@ -17,22 +17,11 @@ from typing import Any
 
 import torch
 from _report import save
+from throughput import Tiny
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from reproloader import ReproLoader
-
-
-class Tiny(Dataset[torch.Tensor]):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.full((8,), float(i))
-
 
 LOADERS = {
     "ReproLoader": lambda ds, nw: ReproLoader(
