@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from _report import save
 
-from reproloader._producer import Plan, Producer
+from reproloader._runtime.producer import Plan, Producer
 from reproloader.seeding import Purpose, SeedTree
 
 SETTINGS = {

@@ -6,9 +6,9 @@ numpy SeedSequence tree, in whichever process makes it, so results do not depend
 bookkeeping rather than RNG snapshots.
 """
 
-from reproloader._audit import AuditReport, audit
-from reproloader._doctor import DoctorReport, doctor
-from reproloader._findings import Finding
+from reproloader._diagnose.audit import AuditReport, audit
+from reproloader._diagnose.doctor import DoctorReport, doctor
+from reproloader._diagnose.findings import Finding
 from reproloader.config import DeterminismConfig, ReproConfig
 from reproloader.context import WorkerContext, get_context
 from reproloader.determinism import seed_everything

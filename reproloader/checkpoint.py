@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reproloader._rngstate import to_plain
+from reproloader._runtime.rngstate import to_plain
 
 __all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
 

@@ -57,7 +57,7 @@ def _print_doctor(report: Any, out: TextIO) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from reproloader._doctor import doctor
+    from reproloader._diagnose.doctor import doctor
     from reproloader.config import ReproConfig
 
     if args.config is not None:
@@ -93,7 +93,7 @@ def _print_audit(report: Any, out: TextIO) -> None:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from reproloader._audit import audit
+    from reproloader._diagnose.audit import audit
 
     if args.path:
         sys.path.insert(0, os.getcwd())

@@ -22,106 +22,21 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field
 
 from reproloader.context import RngScope
+from reproloader.determinism import FROZEN_MODEL, AppliedSettings, DeterminismConfig
 from reproloader.exceptions import ConfigError
 from reproloader.seeding import MAX_SEED
-
-if TYPE_CHECKING:
-    from reproloader.determinism import AppliedSettings
 
 __all__ = ["DeterminismConfig", "GlobalRngName", "ReproConfig", "StartMethod"]
 
 StartMethod = Literal["fork", "spawn", "forkserver"]
 GlobalRngName = Literal["numpy", "random", "torch"]
-CublasWorkspace = Literal[":4096:8", ":16:8"]
-MatmulPrecision = Literal["highest", "high", "medium"]
 
 ENV_PREFIX = "REPROLOADER_"
-_FROZEN = ConfigDict(frozen=True, extra="forbid", validate_default=True)
-
-
-class DeterminismConfig(BaseModel):
-    """torch's process-wide determinism switches; the defaults are the deterministic choices.
-
-    Apply them with :meth:`apply` (or ``ReproConfig.apply()`` /
-    :func:`reproloader.seed_everything`). A ReproLoader does not apply them by
-    itself: they change the whole process, model code included, and some cost
-    speed, so the training script decides when.
-
-    Attributes:
-        deterministic_algorithms: ``torch.use_deterministic_algorithms``: ops without
-            a deterministic implementation raise instead of running; those with one use
-            it (index_add, scatter_add and some convolution backwards on CUDA use
-            atomics otherwise).
-        warn_only: with ``deterministic_algorithms``, only warn for ops that would
-            raise, so a run can list them before you fix them.
-        cudnn_deterministic: ``torch.backends.cudnn.deterministic``: deterministic
-            cuDNN convolution algorithms only.
-        cudnn_benchmark: ``torch.backends.cudnn.benchmark``: pick convolution
-            algorithms by timing them. Faster, but the pick can differ run to run.
-        cublas_workspace_config: ``CUBLAS_WORKSPACE_CONFIG``, which deterministic cuBLAS
-            needs (CUDA >= 10.2): ``":4096:8"`` (fast, ~24 MiB per stream) or
-            ``":16:8"`` (less memory, slower). ``None`` leaves the variable as it is.
-            It must be set before CUDA starts. (In TOML, which has no null, write
-            ``"none"``.)
-        fill_uninitialized_memory: with ``deterministic_algorithms``, fill memory from
-            ``torch.empty`` and friends with NaN (floats) or the largest integer, so
-            reading it gives the same garbage every run.
-        float32_matmul_precision: ``torch.set_float32_matmul_precision``: ``"highest"``
-            keeps float32 matmuls in float32; ``"high"`` allows TF32 and ``"medium"``
-            bfloat16 on GPUs that have them (faster, different results).
-        cudnn_allow_tf32: let cuDNN convolutions and RNNs use TF32 on Ampere and newer
-            (torch's default is True).
-    """
-
-    model_config = _FROZEN
-
-    deterministic_algorithms: bool = Field(default=True, strict=True)
-    warn_only: bool = Field(default=False, strict=True)
-    cudnn_deterministic: bool = Field(default=True, strict=True)
-    cudnn_benchmark: bool = Field(default=False, strict=True)
-    cublas_workspace_config: CublasWorkspace | None = ":4096:8"
-    fill_uninitialized_memory: bool = Field(default=True, strict=True)
-    float32_matmul_precision: MatmulPrecision = "highest"
-    cudnn_allow_tf32: bool = Field(default=False, strict=True)
-
-    @field_validator("cublas_workspace_config", mode="before")
-    @classmethod
-    def _none_from_files(cls, value: object) -> object:
-        return None if value == "none" else value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DeterminismConfig:
-        if self.cudnn_benchmark and (self.deterministic_algorithms or self.cudnn_deterministic):
-            on = [
-                name
-                for name in ("deterministic_algorithms", "cudnn_deterministic")
-                if getattr(self, name)
-            ]
-            raise ValueError(
-                f"cudnn_benchmark=True contradicts {' and '.join(f'{n}=True' for n in on)}: "
-                "benchmarking picks cuDNN convolution algorithms by timing them, and the "
-                "pick can differ from run to run. Set cudnn_benchmark=False to be "
-                f"reproducible, or {' and '.join(f'{n}=False' for n in on)} if speed "
-                "matters more."
-            )
-        if self.warn_only and not self.deterministic_algorithms:
-            raise ValueError(
-                "warn_only=True only changes what deterministic_algorithms=True does with "
-                "ops that have no deterministic implementation; set "
-                "deterministic_algorithms=True, or warn_only=False"
-            )
-        return self
-
-    def apply(self) -> AppliedSettings:
-        """Apply now; use as a context manager to restore the previous settings on exit."""
-        from reproloader.determinism import apply
-
-        return apply(self)
 
 
 def _toml_value(value: Any) -> str:
@@ -175,7 +90,7 @@ class ReproConfig(BaseModel):
         ReproConfig(seed=7, rng_scope='sample', start_method=None, ...)
     """
 
-    model_config = _FROZEN
+    model_config = FROZEN_MODEL
 
     seed: int | None = Field(default=None, ge=0, lt=MAX_SEED, strict=True)
     rng_scope: RngScope = "batch"

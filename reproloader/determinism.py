@@ -13,12 +13,12 @@ import random
 import warnings
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from reproloader.config import DeterminismConfig, ReproConfig
 from reproloader.exceptions import ConfigError
 from reproloader.seeding import Lane, Purpose, SeedTree, UnitStreams
 
@@ -28,12 +28,108 @@ if TYPE_CHECKING:
 __all__ = [
     "AppliedSettings",
     "CublasTooLateWarning",
+    "DeterminismConfig",
     "apply",
     "current_settings",
     "seed_everything",
 ]
 
 CUBLAS_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
+
+
+class ReproConfigLike(Protocol):
+    """What this module reads of a ``ReproConfig`` (which sits above it and imports it)."""
+
+    @property
+    def seed(self) -> int | None: ...
+
+    @property
+    def determinism(self) -> DeterminismConfig: ...
+
+
+FROZEN_MODEL = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+"""Pydantic settings of every config model: immutable, unknown keys refused."""
+
+CublasWorkspace = Literal[":4096:8", ":16:8"]
+MatmulPrecision = Literal["highest", "high", "medium"]
+
+
+class DeterminismConfig(BaseModel):
+    """torch's process-wide determinism switches; the defaults are the deterministic choices.
+
+    Apply them with :meth:`apply` (or ``ReproConfig.apply()`` /
+    :func:`reproloader.seed_everything`). A ReproLoader does not apply them by
+    itself: they change the whole process, model code included, and some cost
+    speed, so the training script decides when.
+
+    Attributes:
+        deterministic_algorithms: ``torch.use_deterministic_algorithms``: ops without
+            a deterministic implementation raise instead of running; those with one use
+            it (index_add, scatter_add and some convolution backwards on CUDA use
+            atomics otherwise).
+        warn_only: with ``deterministic_algorithms``, only warn for ops that would
+            raise, so a run can list them before you fix them.
+        cudnn_deterministic: ``torch.backends.cudnn.deterministic``: deterministic
+            cuDNN convolution algorithms only.
+        cudnn_benchmark: ``torch.backends.cudnn.benchmark``: pick convolution
+            algorithms by timing them. Faster, but the pick can differ run to run.
+        cublas_workspace_config: ``CUBLAS_WORKSPACE_CONFIG``, which deterministic cuBLAS
+            needs (CUDA >= 10.2): ``":4096:8"`` (fast, ~24 MiB per stream) or
+            ``":16:8"`` (less memory, slower). ``None`` leaves the variable as it is.
+            It must be set before CUDA starts. (In TOML, which has no null, write
+            ``"none"``.)
+        fill_uninitialized_memory: with ``deterministic_algorithms``, fill memory from
+            ``torch.empty`` and friends with NaN (floats) or the largest integer, so
+            reading it gives the same garbage every run.
+        float32_matmul_precision: ``torch.set_float32_matmul_precision``: ``"highest"``
+            keeps float32 matmuls in float32; ``"high"`` allows TF32 and ``"medium"``
+            bfloat16 on GPUs that have them (faster, different results).
+        cudnn_allow_tf32: let cuDNN convolutions and RNNs use TF32 on Ampere and newer
+            (torch's default is True).
+    """
+
+    model_config = FROZEN_MODEL
+
+    deterministic_algorithms: bool = Field(default=True, strict=True)
+    warn_only: bool = Field(default=False, strict=True)
+    cudnn_deterministic: bool = Field(default=True, strict=True)
+    cudnn_benchmark: bool = Field(default=False, strict=True)
+    cublas_workspace_config: CublasWorkspace | None = ":4096:8"
+    fill_uninitialized_memory: bool = Field(default=True, strict=True)
+    float32_matmul_precision: MatmulPrecision = "highest"
+    cudnn_allow_tf32: bool = Field(default=False, strict=True)
+
+    @field_validator("cublas_workspace_config", mode="before")
+    @classmethod
+    def _none_from_files(cls, value: object) -> object:
+        return None if value == "none" else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeterminismConfig:
+        if self.cudnn_benchmark and (self.deterministic_algorithms or self.cudnn_deterministic):
+            on = [
+                name
+                for name in ("deterministic_algorithms", "cudnn_deterministic")
+                if getattr(self, name)
+            ]
+            raise ValueError(
+                f"cudnn_benchmark=True contradicts {' and '.join(f'{n}=True' for n in on)}: "
+                "benchmarking picks cuDNN convolution algorithms by timing them, and the "
+                "pick can differ from run to run. Set cudnn_benchmark=False to be "
+                f"reproducible, or {' and '.join(f'{n}=False' for n in on)} if speed "
+                "matters more."
+            )
+        if self.warn_only and not self.deterministic_algorithms:
+            raise ValueError(
+                "warn_only=True only changes what deterministic_algorithms=True does with "
+                "ops that have no deterministic implementation; set "
+                "deterministic_algorithms=True, or warn_only=False"
+            )
+        return self
+
+    def apply(self) -> AppliedSettings:
+        """Apply now; use as a context manager to restore the previous settings on exit."""
+        return apply(self)
 
 
 class CublasTooLateWarning(UserWarning):
@@ -136,14 +232,14 @@ class AppliedSettings:
         self.restore()
 
 
-def apply(config: DeterminismConfig | ReproConfig) -> AppliedSettings:
+def apply(config: DeterminismConfig | ReproConfigLike) -> AppliedSettings:
     """Apply a determinism config to torch now.
 
     Warns with :class:`CublasTooLateWarning` when CUDA was initialized before
     ``CUBLAS_WORKSPACE_CONFIG`` got its value: cuBLAS handles made before then
     keep their non-deterministic workspaces.
     """
-    if isinstance(config, ReproConfig):
+    if not isinstance(config, DeterminismConfig):
         config = config.determinism
     previous = current_settings()
     workspace: str | None = config.cublas_workspace_config
@@ -173,7 +269,7 @@ def apply(config: DeterminismConfig | ReproConfig) -> AppliedSettings:
     return AppliedSettings(config, previous)
 
 
-def seed_everything(config: ReproConfig | int) -> AppliedSettings:
+def seed_everything(config: ReproConfigLike | int) -> AppliedSettings:
     """Seed this process's RNGs from the config's seed and apply its determinism switches.
 
     One call at the top of a training script: python ``random``, numpy's global RNG
@@ -189,15 +285,21 @@ def seed_everything(config: ReproConfig | int) -> AppliedSettings:
         What :func:`apply` returns: use it as a context manager to restore the
         determinism settings (the RNG states are not restored).
     """
+    seed: int | None
+    determinism: DeterminismConfig | None
     if isinstance(config, int) and not isinstance(config, bool):
-        config = ReproConfig(seed=config)
-    if not isinstance(config, ReproConfig) or config.seed is None:
-        raise ConfigError(
-            f"seed_everything needs a seed: pass an int, or a ReproConfig with seed set "
-            f"(got {config!r})"
-        )
-    applied = apply(config.determinism)
-    words = UnitStreams().words(SeedTree(config.seed).key(Purpose.MAIN), 0, Lane.GLOBALS, 4)
+        seed, determinism = config, DeterminismConfig()
+    else:  # a ReproConfig, read by its fields: config.py sits above this module
+        seed = getattr(config, "seed", None)
+        determinism = getattr(config, "determinism", None)
+        if seed is None or not isinstance(determinism, DeterminismConfig):
+            raise ConfigError(
+                f"seed_everything needs a seed: pass an int, or a ReproConfig with seed set "
+                f"(got {config!r})"
+            )
+    tree = SeedTree(seed)  # checks the seed's type and range
+    applied = apply(determinism)
+    words = UnitStreams().words(tree.key(Purpose.MAIN), 0, Lane.GLOBALS, 4)
     w = words.tolist()
     random.seed((w[0] << 64) | w[1])
     np.random.seed(words[2:4].view(np.uint32))

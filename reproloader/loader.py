@@ -12,7 +12,7 @@ How a batch is made (see docs/how-it-works.md for the diagram):
    workers from the tree first. ``loader.dataset`` and every other attribute stay
    what the user passed.
 3. Whichever process fetches a unit reseeds for it (``_producer.Producer``); with
-   ``num_workers=0`` that happens inside an :class:`~reproloader._isolation.Isolation`
+   ``num_workers=0`` that happens inside an :class:`~reproloader._runtime.isolation.Isolation`
    window that restores the caller's RNG states afterwards.
 """
 
@@ -33,13 +33,18 @@ from torchdata.stateful_dataloader.stateful_dataloader import (
 )
 
 from reproloader import distributed
-from reproloader._arguments import check_config, check_shard, resolve_seed, resolve_start_method
-from reproloader._compat import quiet_torchdata
-from reproloader._dataset import IterableWrapper, MapWrapper, WorkerInit, stateful
-from reproloader._isolation import Isolation
-from reproloader._producer import Plan
-from reproloader._rngs import GlobalRngs
-from reproloader._units import Pass, SamplerRngs, UnitSampler, fast_mode
+from reproloader._runtime.arguments import (
+    check_config,
+    check_shard,
+    resolve_seed,
+    resolve_start_method,
+)
+from reproloader._runtime.bridge import quiet_torchdata
+from reproloader._runtime.isolation import Isolation
+from reproloader._runtime.producer import Plan
+from reproloader._runtime.rngs import GlobalRngs
+from reproloader._runtime.units import Pass, SamplerRngs, UnitSampler, fast_mode
+from reproloader._runtime.wrappers import IterableWrapper, MapWrapper, WorkerInit, stateful
 from reproloader.config import ReproConfig
 from reproloader.exceptions import StateError, StateMismatchError
 from reproloader.sampler import SeededRandomSampler

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import torch
 
-from reproloader._compare import difference
+from reproloader._diagnose.compare import difference
 
 __all__ = ["assert_batches_equal", "assert_resume_matches"]
 

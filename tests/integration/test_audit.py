@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from reproloader import AuditReport, Finding, ReproLoader, audit
-from reproloader._compat import quiet_torchdata
+from reproloader._runtime.bridge import quiet_torchdata
 from tests.datasets import (
     GlobalDraws,
     InitGenerator,
@@ -99,7 +99,7 @@ def test_determinism_settings_come_from_doctor(monkeypatch: pytest.MonkeyPatch) 
         "set it False",
     )
     report = DoctorReport({}, {}, {}, "fork", {}, [off])
-    monkeypatch.setattr("reproloader._audit.doctor", lambda: report)
+    monkeypatch.setattr("reproloader._diagnose.audit.doctor", lambda: report)
     finding = next(
         f
         for f in quick(ReproLoader(GlobalDraws(8), batch_size=4, seed=0)).findings

@@ -71,7 +71,7 @@ def _report(*findings: Finding) -> DoctorReport:
 def test_strict_exits_non_zero_only_when_something_is_off(
     finding: Finding, code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("reproloader._doctor.doctor", lambda: _report(finding))
+    monkeypatch.setattr("reproloader._diagnose.doctor.doctor", lambda: _report(finding))
     assert cli.main(["doctor", "--strict"]) == code
     assert cli.main(["doctor"]) == 0
     if code:

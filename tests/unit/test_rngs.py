@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reproloader._rngs import AttributeRngs, GlobalRngs, LegacyState, find_rngs
+from reproloader._runtime.rngs import AttributeRngs, GlobalRngs, LegacyState, find_rngs
 
 ALL = frozenset({"numpy", "random", "torch"})
 

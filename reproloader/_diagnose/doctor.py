@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from reproloader._findings import Finding, Reported, Severity
+from reproloader._diagnose.findings import Finding, Reported, Severity
 from reproloader.determinism import CUBLAS_VARIABLE, current_settings
 
 __all__ = ["DoctorReport", "doctor"]

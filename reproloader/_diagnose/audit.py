@@ -25,9 +25,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from reproloader._compare import difference
-from reproloader._doctor import doctor
-from reproloader._experiments import (
+from reproloader._diagnose.compare import difference
+from reproloader._diagnose.doctor import doctor
+from reproloader._diagnose.experiments import (
     Mask,
     Pipeline,
     differ,
@@ -39,8 +39,8 @@ from reproloader._experiments import (
     take,
     vector,
 )
-from reproloader._findings import Finding, Reported
-from reproloader._rngs import find_rngs
+from reproloader._diagnose.findings import Finding, Reported
+from reproloader._runtime.rngs import find_rngs
 
 __all__ = ["AuditReport", "audit"]
 

@@ -1,7 +1,7 @@
 """What the DataLoader machinery sees instead of the user's dataset.
 
 ``ReproLoader.dataset`` stays the user's object; only the iterators get a wrapper.
-A map-style wrapper receives *units* from :class:`~reproloader._units.UnitSampler`,
+A map-style wrapper receives *units* from :class:`~reproloader._runtime.units.UnitSampler`,
 ``(epoch, serial, position, indices)``, instead of bare indices, so the process that
 fetches a batch knows exactly which randomness it needs, whichever worker it is and
 however many batches were fetched before. An iterable wrapper cannot be told per
@@ -20,7 +20,7 @@ import torch
 import torch.utils.data
 from torch.utils.data import Dataset, IterableDataset
 
-from reproloader._producer import Plan, Producer
+from reproloader._runtime.producer import Plan, Producer
 from reproloader.exceptions import ConfigError
 from reproloader.seeding import Purpose
 

@@ -24,7 +24,7 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from reproloader._compat import quiet_torchdata
+from reproloader._runtime.bridge import quiet_torchdata
 
 __all__ = [
     "FixedBatches",

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from reproloader import context as _context
-from reproloader._rngs import GlobalRngs
+from reproloader._runtime.rngs import GlobalRngs
 
 __all__ = ["Isolation"]
 

@@ -17,8 +17,8 @@ import numpy.typing as npt
 import torch.utils.data
 
 from reproloader import context as _context
-from reproloader._rngs import AttributeRngs, GlobalRngs, find_rngs
-from reproloader._rngstate import dump_rng, load_rng
+from reproloader._runtime.rngs import AttributeRngs, GlobalRngs, find_rngs
+from reproloader._runtime.rngstate import dump_rng, load_rng
 from reproloader.context import RngScope, WorkerContext
 from reproloader.exceptions import StateMismatchError
 from reproloader.seeding import Lane, Purpose, SeedTree, UnitStreams
