@@ -209,7 +209,7 @@ def train(args: argparse.Namespace) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             if step in (args.stop_after, args.steps):
                 break
-        if step == args.stop_after or (args.epochs is not None and loader.epoch + 1 >= args.epochs):
+        if step == args.stop_after:
             break
 
     if args.record:

@@ -20,7 +20,7 @@ always pads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sized
+from collections.abc import Iterator, Sized
 from typing import Any
 
 import numpy as np
@@ -28,10 +28,9 @@ import numpy.typing as npt
 from torch.utils.data import DistributedSampler
 
 from reproloader.seeding import SeedTree
+from reproloader.state import RANKS_FORMAT
 
 __all__ = ["ShardedSampler", "gather_state", "rank_and_world_size", "shard_steps"]
-
-RANKS_FORMAT = "reproloader.ReproLoader/ranks"
 
 
 def rank_and_world_size() -> tuple[int, int]:
@@ -163,8 +162,8 @@ def gather_state(loader: Any) -> dict[str, Any]:
 
     Needed only where workers hold per-rank state (worker scope, iterable datasets,
     datasets with their own ``state_dict``): then rank 0 can save one checkpoint (as
-    Lightning does) from which every rank's ``load_state_dict`` takes its own part.
-    Elsewhere every rank's state is the same position and any one of them will do.
+    Lightning does) from which every rank's ``loader.load_state_dict`` takes its own
+    part. Elsewhere every rank's state is the same position and any one of them will do.
     """
     import torch.distributed as dist
 
@@ -174,15 +173,3 @@ def gather_state(loader: Any) -> dict[str, Any]:
     states: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(states, state)
     return {"format": RANKS_FORMAT, "version": 1, "world_size": len(states), "ranks": states}
-
-
-def pick_rank_state(state: Mapping[str, Any], rank: int, world_size: int) -> Mapping[str, Any]:
-    """This rank's part of a :func:`gather_state` result (or ``state`` itself)."""
-    if state.get("format") != RANKS_FORMAT:
-        return state
-    ranks = state["ranks"]
-    if len(ranks) == world_size:
-        return ranks[rank]  # type: ignore[no-any-return]
-    # Another world size: only a global position can be resumed, and every rank
-    # holds the same one; load_state_dict refuses worker-held state.
-    return ranks[0]  # type: ignore[no-any-return]

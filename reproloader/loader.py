@@ -1,95 +1,63 @@
-"""``ReproLoader``: the DataLoader drop-in. It connects the parts and does no RNG math.
+"""``ReproLoader``: the DataLoader drop-in. A facade: it resolves arguments and delegates.
 
-How a batch is made (see docs/how-it-works.md for the diagram):
+How a batch is made (docs/how-it-works.md has the diagram):
 
-1. ``__iter__`` starts a *pass*: the epoch advances (or stays, after
-   ``set_epoch``/``load_state_dict``), ``set_epoch`` reaches sampler, batch sampler
-   and dataset, and the pass gets a serial number.
-2. The torch/torchdata iterator is built from a *view* of the loader whose
-   ``dataset`` is a wrapper, whose index sampler yields units
-   ``(epoch, serial, position, indices)``, whose ``generator`` is private (so
-   iterating never draws from the caller's RNG) and whose ``worker_init_fn`` seeds
-   workers from the tree first. ``loader.dataset`` and every other attribute stay
-   what the user passed.
-3. Whichever process fetches a unit reseeds for it (``_producer.Producer``); with
-   ``num_workers=0`` that happens inside an :class:`~reproloader._runtime.isolation.Isolation`
-   window that restores the caller's RNG states afterwards.
+1. ``__iter__`` asks the :class:`~reproloader._runtime.cursor.PassCursor` for a new
+   *pass* (the epoch advances, or stays after ``set_epoch``/``load_state_dict``) and
+   ``set_epoch`` reaches sampler, batch sampler and dataset.
+2. torch builds the iterator from a view of the loader
+   (:mod:`reproloader._runtime.bridge`) whose dataset is a wrapper, whose index
+   sampler yields units ``(epoch, serial, position, indices)``, whose ``generator``
+   is private (so iterating never draws from the caller's RNG) and whose
+   ``worker_init_fn`` seeds workers from the tree first. ``loader.dataset`` and
+   every other attribute stay what the user passed.
+3. Whichever process fetches a unit reseeds for it
+   (:class:`~reproloader._runtime.producer.Producer`); with ``num_workers=0`` inside
+   an isolation window that restores the caller's RNG states afterwards.
+4. ``state_dict``/``load_state_dict`` are the cursor's: a position, checked whole
+   before anything changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import torch
-import torch.multiprocessing
-import torch.utils.data
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from torch.utils.data import Dataset, IterableDataset, Sampler
 from torch.utils.data.datapipes.datapipe import IterDataPipe, MapDataPipe
-from torchdata.stateful_dataloader import StatefulDataLoader
-from torchdata.stateful_dataloader.stateful_dataloader import (
-    _StatefulMultiProcessingDataLoaderIter,
-    _StatefulSingleProcessDataLoaderIter,
-)
 
 from reproloader import distributed
 from reproloader._runtime.arguments import (
     check_config,
-    check_shard,
+    resolve_sampler,
     resolve_seed,
     resolve_start_method,
 )
-from reproloader._runtime.bridge import quiet_torchdata
+from reproloader._runtime.bridge import (
+    BridgedLoader,
+    IteratorView,
+    forget_iterator,
+    iterator_progress,
+    quiet_torchdata,
+    running_iterator,
+)
+from reproloader._runtime.cursor import PassCursor
 from reproloader._runtime.isolation import Isolation
-from reproloader._runtime.producer import Plan
-from reproloader._runtime.rngs import GlobalRngs
-from reproloader._runtime.units import Pass, SamplerRngs, UnitSampler, fast_mode
-from reproloader._runtime.wrappers import IterableWrapper, MapWrapper, WorkerInit, stateful
+from reproloader._runtime.machinery import Machinery
+from reproloader._runtime.units import set_epoch_everywhere
 from reproloader.config import ReproConfig
-from reproloader.exceptions import StateError, StateMismatchError
-from reproloader.sampler import SeededRandomSampler
-from reproloader.seeding import MAX_PATH_ELEMENT, SeedTree
-from reproloader.state import FORMAT, VERSION, LoaderState, check_compatible, upgrade
+from reproloader.exceptions import StateError
 
 __all__ = ["ReproLoader"]
 
 _T_co = TypeVar("_T_co", covariant=True)
 
-if TYPE_CHECKING:
-    # torchdata ships no type information; to type checkers a ReproLoader is the
-    # DataLoader it stands in for.
-    _Base = DataLoader
-else:
-    _Base = StatefulDataLoader
-
 # Attributes that, like DataLoader's own guarded ones, fix what the loader produces.
 _FROZEN_AFTER_INIT = frozenset({"seed", "config", "shuffle", "shard"})
 
 
-class _IteratorView:
-    """The loader as torch's iterators must see it; every other attribute delegates."""
-
-    def __init__(self, loader: ReproLoader[Any], **overrides: Any) -> None:
-        self._loader = loader
-        self.__dict__.update(overrides)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loader, name)
-
-
-class _SingleProcessIter(_StatefulSingleProcessDataLoaderIter):  # type: ignore[misc]
-    """torchdata's in-process iterator, fetching each batch inside an isolation window."""
-
-    def __init__(self, view: _IteratorView, state: Any, isolation: Isolation) -> None:
-        self._isolation = isolation
-        super().__init__(view, state)
-
-    def _next_data(self) -> Any:
-        with self._isolation:
-            return super()._next_data()
-
-
-class ReproLoader(_Base[_T_co]):
+class ReproLoader(BridgedLoader[_T_co]):
     """A ``torch.utils.data.DataLoader`` whose randomness is a pure function of its position.
 
     Change the import and the class name; every DataLoader argument keeps its meaning
@@ -99,31 +67,29 @@ class ReproLoader(_Base[_T_co]):
     ``num_workers``, the start method, ``persistent_workers``, or what ran before.
     Iterating never changes the caller's RNG states.
 
+    Every DataLoader argument keeps its meaning and default (``batch_size``,
+    ``num_workers``, ``pin_memory``, ``drop_last``, ``timeout``, ``prefetch_factor``,
+    ``pin_memory_device``... as documented there); ``loader.dataset`` stays your object.
+    Where ReproLoader adds to one:
+
     Args:
-        dataset: as for DataLoader; ``loader.dataset`` stays this object.
-        batch_size: as for DataLoader.
-        shuffle: as for DataLoader; the order of each epoch is a permutation derived
-            from (seed, epoch) by :class:`SeededRandomSampler`.
-        sampler: as for DataLoader. Its ``set_epoch`` is called at each epoch.
-        batch_sampler: as for DataLoader. Its ``set_epoch`` is called at each epoch.
-        num_workers: as for DataLoader.
-        collate_fn: as for DataLoader; it runs inside the unit, so its randomness
-            (MixUp, say) is reproducible too.
-        pin_memory: as for DataLoader.
-        drop_last: as for DataLoader.
-        timeout: as for DataLoader.
-        worker_init_fn: as for DataLoader; it runs after the worker is seeded from
-            the tree, so its draws are reproducible too.
-        multiprocessing_context: as for DataLoader; or set ``config.start_method``.
-        generator: as for DataLoader; when ``seed`` is None the seed is drawn from it
-            (instead of torch's global RNG) once, at construction.
-        prefetch_factor: as for DataLoader.
-        persistent_workers: as for DataLoader; gives the same batches as ``False``.
-        pin_memory_device: as for DataLoader.
-        in_order: as for DataLoader. With ``False`` batches keep their contents but
-            may arrive in another order.
-        snapshot_every_n_steps: as for torchdata's StatefulDataLoader; only used
-            where workers hold state the main process cannot recompute.
+        shuffle: each epoch's order is derived from (seed, epoch) by
+            :class:`SeededRandomSampler`.
+        sampler, batch_sampler: their ``set_epoch`` is called at each epoch.
+        collate_fn: runs inside the unit, so its randomness (MixUp) is reproducible.
+        worker_init_fn: runs after the worker is seeded from the tree, so its draws
+            are reproducible too.
+        multiprocessing_context: or set ``config.start_method``.
+        generator: when ``seed`` is None the seed is drawn from it (instead of
+            torch's global RNG) once, at construction.
+        persistent_workers: gives the same batches as ``False``.
+        in_order: with ``False`` batches keep their contents but may arrive in
+            another order.
+        snapshot_every_n_steps: torchdata's; only used where workers hold state the
+            main process cannot recompute.
+        shard: split each epoch's global order over the ranks of
+            ``torch.distributed`` (:class:`reproloader.distributed.ShardedSampler`),
+            so a state resumes on another number of ranks.
         seed: the root seed, an int in ``[0, 2**128)``. ``None`` takes
             ``config.seed``, or draws one from torch's global RNG (or ``generator``).
             The effective seed is ``loader.seed``.
@@ -136,16 +102,6 @@ class ReproLoader(_Base[_T_co]):
         ...     for batch in loader:  # loader.epoch is 0, 1, 2
         ...         ...
     """
-
-    next_iter_state: dict[str, Any] | None
-    _iterator: Any  # torchdata's iterators, which carry no type information
-
-    # Hugging Face accelerate: Accelerator.prepare() rebuilds a DataLoader as a plain one
-    # from its dataset and batch sampler, which would drop everything this class adds;
-    # it returns objects marked as prepared unchanged, and its save_state/load_state carry
-    # the state_dict() of tracked loaders that say they are stateful.
-    _is_accelerate_prepared = True
-    use_stateful_dataloader = True
 
     def __init__(
         self,
@@ -181,27 +137,17 @@ class ReproLoader(_Base[_T_co]):
         seed = resolve_seed(seed, config, generator)
         multiprocessing_context = resolve_start_method(multiprocessing_context, config, num_workers)
         iterable = isinstance(dataset, IterableDataset)
-        pass_shuffle = shuffle
-        if shard:
-            check_shard(iterable, sampler, batch_sampler, batch_size)
-            assert batch_size is not None
-            sampler = distributed.ShardedSampler(
-                dataset,  # type: ignore[arg-type]
-                seed=seed,
-                shuffle=bool(shuffle),
-                batch_size=batch_size,
-                drop_last=drop_last,
-            )
-            pass_shuffle = False
-        elif shuffle and not iterable and batch_sampler is None:
-            if sampler is None:
-                sampler = SeededRandomSampler(dataset, seed=seed)  # type: ignore[arg-type]
-                pass_shuffle = False
-            elif isinstance(sampler, SeededRandomSampler):
-                # A loader rebuilt from its own attributes passes shuffle=True with
-                # the sampler that shuffle=True made: that is consistent, not a clash.
-                pass_shuffle = False
-
+        sampler, pass_shuffle = resolve_sampler(
+            dataset,
+            iterable=iterable,
+            shuffle=shuffle,
+            shard=shard,
+            sampler=sampler,
+            batch_sampler=batch_sampler,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            seed=seed,
+        )
         with quiet_torchdata():
             super().__init__(  # type: ignore[call-arg]  # StatefulDataLoader's, at runtime
                 dataset,
@@ -231,23 +177,14 @@ class ReproLoader(_Base[_T_co]):
         self.seed = seed
         self.config = config
 
-        self._tree = SeedTree(seed)
-        self._iterable = iterable
-        self._epoch = 0
-        self._started = False  # has an iterator started in the current epoch?
-        self._serial = 0
-        self._pending_start = 0  # where the next pass starts (set by load_state_dict)
-        self._pending_offset = 0  # with sharding, the global sample offset it starts at
-        self._loaded_end: int | None = None  # position of a finished pass that was loaded
-        self._current: list[Pass] = [Pass(epoch=0, serial=0)]
-        self._batch_sampler_given = batch_sampler is not None
-        self._fast = None if iterable else fast_mode(self.sampler, self._batch_sampler_given)
-        # Draws for torch's per-iterator base seed come from here, not from the
-        # caller's generator; the workers are reseeded from the tree anyway.
-        self._private_generator = torch.Generator().manual_seed(seed % 2**63)
-        self._shared_pass: torch.Tensor | None = None
-        self._isolation: Isolation | None = None
-        self._sampler_rngs: SamplerRngs | None = None
+        self._cursor = PassCursor()
+        self._machinery = Machinery(
+            self,
+            seed=seed,
+            config=config,
+            iterable=iterable,
+            batch_sampler_given=batch_sampler is not None,
+        )
         self._ReproLoader__initialized = True
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -262,8 +199,13 @@ class ReproLoader(_Base[_T_co]):
 
     @property
     def epoch(self) -> int:
-        """The epoch of the current (or next, if none has started) pass."""
-        return self._epoch
+        """The epoch of the running pass; before a pass, the epoch it will run.
+
+        Once a pass has run to its end, the next pass's: reading ``loader.epoch``
+        before each of three passes gives 0, 1, 2.
+        """
+        iterator = running_iterator(self)
+        return self._cursor.epoch_now(iterator is not None and iterator_progress(iterator)[1])
 
     @property
     def rng_scope(self) -> str:
@@ -276,172 +218,50 @@ class ReproLoader(_Base[_T_co]):
         Without calls to ``set_epoch`` the loader counts epochs itself: each new
         iterator after a previous one starts the next epoch.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, int):
-            raise TypeError(f"epoch must be an int, got {epoch!r} of type {type(epoch).__name__}")
-        if not 0 <= epoch < MAX_PATH_ELEMENT:
-            raise ValueError(f"epoch must be in [0, {MAX_PATH_ELEMENT}), got {epoch}")
-        self._epoch = epoch
-        self._started = False
-        self._pending_start = 0
-        self._pending_offset = 0
-        self._loaded_end = None
+        self._cursor.set_epoch(epoch)
 
     def __iter__(self) -> Any:
-        if self._started:
-            self.set_epoch(self._epoch + 1)
-        self._started = True
-        epoch = self._epoch
-        rank, world_size = distributed.rank_and_world_size()
-        self._current[0] = Pass(
-            epoch=epoch,
-            serial=self._serial,
-            start=self._pending_start,
-            offset=self._pending_offset,
-            rank=rank,
-            world_size=world_size,
-        )
-        self._serial += 1
-        self._pending_start = 0
-        self._pending_offset = 0
-        self._loaded_end = None
+        current = self._cursor.begin_pass(*distributed.rank_and_world_size())
         # The batch sampler's own sampler too: frameworks that rebuild a loader for
         # DDP (Lightning) put their DistributedSampler only there.
-        owners = (
-            self.sampler,
-            self.batch_sampler,
-            getattr(self.batch_sampler, "sampler", None),
-            self.dataset,
+        set_epoch_everywhere(
+            (
+                self.sampler,
+                self.batch_sampler,
+                getattr(self.batch_sampler, "sampler", None),
+                self.dataset,
+            ),
+            current.epoch,
         )
-        seen: set[int] = set()
-        for owner in owners:
-            set_epoch = getattr(owner, "set_epoch", None)
-            if id(owner) not in seen and callable(set_epoch):
-                seen.add(id(owner))
-                set_epoch(epoch)
-        if self._shared_pass is not None:
-            self._shared_pass.copy_(torch.tensor([epoch, self._current[0].serial]))
+        self._machinery.announce(current)
         return super().__iter__()
 
-    # -- iterator construction -----------------------------------------------
+    # -- what torch's iterators are built from (see BridgedLoader) --------------
 
-    def _plan(self) -> Plan:
-        rank, world_size = distributed.rank_and_world_size()
-        return Plan(
-            tree=self._tree,
-            scope=self.config.rng_scope,
-            rank=rank,
-            world_size=world_size,
-            num_workers=self.num_workers,
-            batch_size=self.batch_size or 1,
-            reseed_globals=frozenset(self.config.reseed_globals),
-            reseed_dataset_rngs=self.config.reseed_dataset_rngs,
-        )
+    def iterator_view(self) -> IteratorView:
+        """The loader as the next iterator sees it."""
+        return self._machinery.view(self._cursor)
 
-    def _view(self) -> _IteratorView:
-        plan = self._plan()
-        overrides: dict[str, Any] = {
-            "generator": self._private_generator,
-            "worker_init_fn": WorkerInit(self._epoch, self.worker_init_fn),
-        }
-        if self._iterable:
-            if self.num_workers > 0 and self._shared_pass is None:
-                shared = torch.zeros(2, dtype=torch.int64)
-                self._shared_pass = shared.share_memory_()  # type: ignore[no-untyped-call]
-                self._shared_pass.copy_(torch.tensor([self._epoch, self._current[0].serial]))
-            wrapper: Any = IterableWrapper(self.dataset, plan, self._shared_pass)  # type: ignore[arg-type]
-            wrapper.epoch, wrapper.serial = self._current[0].epoch, self._current[0].serial
-        else:
-            wrapper = MapWrapper(self.dataset, plan)
-            overrides["_index_sampler"] = UnitSampler(
-                self._current,
-                self._index_sampler,
-                self.sampler,  # type: ignore[arg-type]
-                batch_size=self.batch_size,
-                drop_last=self.drop_last,
-                fast=self._fast,
-                sampler_rngs=None if self._fast else self._get_sampler_rngs(plan.rank),
-                batch_sampler_given=self._batch_sampler_given,
-            )
-            if not self._workers_hold_state:
-                # Map-style positions are (epoch, batches yielded): workers hold
-                # nothing the main process cannot recompute, so skip torchdata's
-                # per-batch worker snapshots (about 50 us per batch).
-                overrides["snapshot_every_n_steps"] = 0
-        overrides["dataset"] = wrapper
-        return _IteratorView(self, **overrides)
+    def resume_workers(self) -> dict[str, Any] | None:
+        """Worker state the next iterator resumes from (after a mid-epoch load)."""
+        return self._cursor.take_resume_workers()
 
-    def _get_sampler_rngs(self, rank: int) -> SamplerRngs:
-        if self._sampler_rngs is None:
-            self._sampler_rngs = SamplerRngs(
-                self._tree,
-                rank,
-                frozenset(self.config.reseed_globals),
-                {"sampler": self.sampler, "batch_sampler": self.batch_sampler},
-                self.config.reseed_dataset_rngs,
-            )
-        return self._sampler_rngs
-
-    def _main_isolation(self) -> Isolation:
-        if self._isolation is None:
-            self._isolation = Isolation(
-                GlobalRngs(frozenset(self.config.reseed_globals)),
-                swap=self.config.rng_scope == "worker",
-                clears_context=True,
-            )
-        return self._isolation
-
-    def _get_iterator(self) -> Any:
-        view = self._view()
-        state = self.next_iter_state
-        self.next_iter_state = None
-        if self.num_workers == 0:
-            isolation = self._main_isolation()
-            with isolation:
-                return _SingleProcessIter(view, state, isolation)
-        self.check_worker_number_rationality()
-        return _StatefulMultiProcessingDataLoaderIter(view, state)
+    def main_isolation(self) -> Isolation:
+        """The window in which this process produces data with ``num_workers=0``."""
+        return self._machinery.isolation()
 
     # -- checkpointing ---------------------------------------------------------
 
-    @property
-    def _workers_hold_state(self) -> bool:
-        # Where a position alone does not say what the workers would do next.
-        return self._iterable or self.config.rng_scope == "worker" or stateful(self.dataset)
-
-    def _sampler_kind(self) -> str:
-        if self._iterable:
-            return "iterable"
-        if self._fast == "sequential":
-            return "sequential"
-        if self._fast == "sharded":
-            return "sharded, shuffle" if self.shuffle else "sharded"
-        if self._fast == "permutation":
-            sampler_seed = self.sampler.seed  # type: ignore[attr-defined]
-            return "shuffle" if sampler_seed == self.seed else f"shuffle(seed={sampler_seed})"
-        if self._fast is None and self.batch_sampler is not None and self.batch_size is None:
-            return f"batch_sampler:{type(self.batch_sampler).__qualname__}"
-        return f"sampler:{type(self.sampler).__qualname__}"
-
-    def _describe(self) -> dict[str, Any]:
-        """The fields of a state that say which data a position means, for this loader."""
-        rank, world_size = distributed.rank_and_world_size()
-        try:
-            length: int | None = len(self.dataset)  # type: ignore[arg-type]
-        except TypeError:
-            length = None
-        return {
-            "seed": self.seed,
-            "rng_scope": self.config.rng_scope,
-            "reseed_globals": sorted(self.config.reseed_globals),
-            "reseed_dataset_rngs": self.config.reseed_dataset_rngs,
-            "dataset_length": length,
-            "batch_size": self.batch_size,
-            "drop_last": self.drop_last,
-            "sampler": self._sampler_kind(),
-            "world_size": world_size,
-            "rank": rank,
-            "num_workers": self.num_workers,
-        }
+    def _progress(self) -> tuple[int, bool]:
+        yielded, finished = iterator_progress(running_iterator(self))
+        position = self._cursor.current.start + yielded
+        if self.num_workers > 0 and not self.in_order and not finished and position:
+            raise StateError(
+                "cannot take a mid-epoch state with in_order=False: batches arrive in "
+                "the order workers finish them, so the ones handed out are not the "
+                "epoch's first ones. Checkpoint at epoch boundaries, or use in_order=True."
+            )
+        return yielded, finished
 
     def state_dict(self) -> dict[str, Any]:
         """Where the loader is: resume with :meth:`load_state_dict` on a new loader.
@@ -455,53 +275,14 @@ class ReproLoader(_Base[_T_co]):
             StateError: mid-epoch with ``in_order=False`` and workers, where the
                 batches handed out are not the first ones of the epoch.
         """
-        workers: dict[str, Any] | None = None
-        offset = None
-        if not self._started:
-            epoch, position, finished, serial = (
-                self._epoch,
-                self._pending_start,
-                False,
-                self._serial,
-            )
-            workers = self.next_iter_state
-            offset = self._pending_offset
-        elif self._iterator is None:  # a finished pass was loaded and nothing iterated since
-            epoch, finished, serial = self._epoch, True, self._serial - 1
-            position = self._loaded_end or 0
-        else:
-            current = self._current[0]
-            iterator = self._iterator
-            epoch, serial = current.epoch, current.serial
-            position = current.start + iterator._num_yielded
-            finished = bool(iterator._finished)
-            if self.shard:
-                steps = self.sampler.steps(current.world_size, current.offset)  # type: ignore[attr-defined]
-                offset = current.offset + sum(steps[: iterator._num_yielded])
-            if self.num_workers > 0 and not self.in_order and not finished and position:
-                raise StateError(
-                    "cannot take a mid-epoch state with in_order=False: batches arrive in "
-                    "the order workers finish them, so the ones handed out are not the "
-                    "epoch's first ones. Checkpoint at epoch boundaries, or use in_order=True."
-                )
-            if self._workers_hold_state and position and not finished:
-                if self.num_workers == 0:
-                    # The loader's own RNG states are swapped in only inside the window.
-                    with self._main_isolation():
-                        workers = iterator.state_dict()
-                else:
-                    workers = iterator.state_dict()
-        state: LoaderState = {
-            "format": FORMAT,
-            "version": VERSION,
-            **self._describe(),  # type: ignore[typeddict-item]
-            "epoch": epoch,
-            "position": position,
-            "offset": offset if self.shard and not finished else None,
-            "finished": finished,
-            "serial": serial,
-            "workers": workers,
-        }
+        machinery = self._machinery
+        state = self._cursor.snapshot(
+            machinery.identity(),
+            self._progress,
+            workers_hold_state=machinery.workers_hold_state,
+            worker_state=machinery.worker_state,
+            offset_after=machinery.offset_after if self.shard else None,
+        )
         return dict(state)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -511,45 +292,22 @@ class ReproLoader(_Base[_T_co]):
         bitwise equal to those the saved loader would have produced next, random
         values included, for the rest of the epoch and later ones. Map-style datasets
         in batch or sample scope resume into any ``num_workers``, and start at the
-        saved batch without loading or replaying the ones before.
+        saved batch without loading or replaying the ones before. A state gathered
+        from every rank (:func:`reproloader.distributed.gather_state`) is accepted
+        too: each rank takes its own part.
 
         Raises:
             StateVersionError: not a ReproLoader state, or a newer format.
             StateMismatchError: the state was taken from a loader that differs from
                 this one; the message lists every differing field, both values.
         """
-        state = upgrade(state_dict)
-        workers = state["workers"]
-        check_compatible(state, self._describe(), workers=workers is not None, elastic=self.shard)
-        # Worker state is needed mid-pass, where workers hold state (worker scope,
-        # iterable datasets, datasets with a state_dict), and only there.
-        needed = self._workers_hold_state and state["position"] > 0 and not state["finished"]
-        if (workers is not None) != needed:
-            raise StateMismatchError(
-                "cannot resume: the state "
-                f"{'carries' if workers is not None else 'lacks'} worker state, which this "
-                f"loader {'needs' if needed else 'does not use'} here (worker scope, iterable "
-                "datasets and datasets with a state_dict make workers hold state); resume "
-                "with the same dataset and rng_scope",
-                {"worker state": (workers is not None, needed)},
-            )
-        self.set_epoch(state["epoch"])
-        self._iterator = None
-        self.next_iter_state = None
-        self._initial_iter_for_state_dict = False
-        if state["finished"]:
-            self._started = True  # the next pass is the next epoch
-            self._loaded_end = state["position"]
-            self._serial = state["serial"] + 1
-        else:
-            self._serial = state["serial"]
-            if workers is not None:
-                # torchdata restores positions and worker states; it skips the units
-                # before the position in the unit sampler, which loads nothing.
-                self.next_iter_state = workers
-            else:
-                self._pending_start = state["position"]
-                self._pending_offset = state["offset"] or 0
+        self._cursor.restore(
+            state_dict,
+            self._machinery.identity(),
+            elastic=self.shard,
+            workers_hold_state=self._machinery.workers_hold_state,
+        )
+        forget_iterator(self)
 
     def __len__(self) -> int:
         if self.shard:
@@ -561,5 +319,5 @@ class ReproLoader(_Base[_T_co]):
         return (
             f"ReproLoader(dataset={type(self.dataset).__name__}, batch_size={self.batch_size}, "
             f"num_workers={self.num_workers}, seed={self.seed}, "
-            f"rng_scope={self.config.rng_scope!r}, epoch={self._epoch})"
+            f"rng_scope={self.config.rng_scope!r}, epoch={self.epoch})"
         )

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from torch.utils.data import RandomSampler
 
-from reproloader.seeding import MAX_PATH_ELEMENT, SeedTree
+from reproloader.seeding import MAX_PATH_ELEMENT, SeedTree, check_int
 
 __all__ = ["SeededRandomSampler"]
 
@@ -43,11 +43,7 @@ class SeededRandomSampler(RandomSampler):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose permutation ``__iter__`` yields."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int):
-            raise TypeError(f"epoch must be an int, got {epoch!r} of type {type(epoch).__name__}")
-        if not 0 <= epoch < MAX_PATH_ELEMENT:
-            raise ValueError(f"epoch must be in [0, {MAX_PATH_ELEMENT}), got {epoch}")
-        self.epoch = epoch
+        self.epoch = check_int("epoch", epoch, MAX_PATH_ELEMENT)
 
     def permutation(self, epoch: int | None = None) -> npt.NDArray[np.int64]:
         """The permutation of ``range(len(data_source))`` for ``epoch`` (default: current)."""

@@ -35,7 +35,19 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MAX_PATH_ELEMENT", "MAX_SEED", "Lane", "Purpose", "SeedTree", "UnitStreams"]
+__all__ = [
+    "MAX_PATH_ELEMENT",
+    "MAX_SEED",
+    "Lane",
+    "Node",
+    "Purpose",
+    "SeedTree",
+    "UnitStreams",
+    "check_int",
+    "sampler_stream",
+    "unit_stream",
+    "worker_init_stream",
+]
 
 MAX_SEED: Final = 2**128
 """Seeds are integers in ``[0, MAX_SEED)``."""
@@ -70,13 +82,67 @@ class Lane(enum.IntEnum):
     ATTRIBUTES = 2  # words that reseed RNG objects found on the dataset or sampler
 
 
-def _check_int(name: str, value: object, upper: int) -> int:
+def check_int(name: str, value: object, upper: int, *, shown: str | None = None) -> int:
+    """``value`` as an int in ``[0, upper)``; else a TypeError or ValueError naming ``name``.
+
+    ``shown`` spells ``upper`` in the message (``"2**128"``), if not as a number.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
     value = int(value)
     if not 0 <= value < upper:
-        raise ValueError(f"{name} must be in [0, {upper}), got {value}")
+        raise ValueError(f"{name} must be in [0, {shown or upper}), got {value}")
     return value
+
+
+Node = tuple[int, ...]
+"""A node of the tree: ``(purpose, *path)``."""
+
+
+def unit_stream(
+    scope: str,
+    *,
+    iterable: bool,
+    epoch: int,
+    rank: int,
+    worker: int,
+    batch: int,
+    sample: int | None,
+) -> tuple[Node, int]:
+    """Which stream a unit gets: ``(node, unit index)``. The one place a scope is read.
+
+    Args:
+        scope: the loader's ``rng_scope``.
+        iterable: whether the dataset is an IterableDataset (its units are counted in
+            each worker's own stream, so the worker enters the path).
+        epoch: the pass's epoch.
+        rank: the rank producing the unit.
+        worker: the worker producing it (0 in the main process).
+        batch: the batch's index (in the epoch, or in the worker's stream).
+        sample: the sample's dataset index (or its position in the worker's stream);
+            needed in sample scope only.
+    """
+    if scope == "worker":  # one stream per worker and pass, continued from unit to unit
+        return (Purpose.WORKER, epoch, rank), worker
+    if scope == "batch":
+        if iterable:
+            return (Purpose.ITER_BATCH, epoch, rank, worker), batch
+        return (Purpose.BATCH, epoch, rank), batch
+    if sample is None:
+        raise ValueError(f"rng_scope={scope!r} needs a sample index")
+    if iterable:
+        return (Purpose.ITER_SAMPLE, epoch, rank, worker), sample
+    return (Purpose.SAMPLE, epoch), sample  # no rank, batch size or worker: per sample
+
+
+def worker_init_stream(epoch: int, rank: int, worker: int) -> tuple[Node, int]:
+    """The stream a worker is seeded from before the user's ``worker_init_fn`` runs."""
+    return (Purpose.WORKER_INIT, epoch, rank), worker
+
+
+def sampler_stream(epoch: int, rank: int) -> tuple[Node, int]:
+    """The stream that seeds a user sampler's RNGs for a pass."""
+    return (Purpose.SAMPLER, epoch, rank), 0
 
 
 class SeedTree:
@@ -95,7 +161,7 @@ class SeedTree:
     __slots__ = ("_keys", "seed")
 
     def __init__(self, seed: int) -> None:
-        self.seed: Final = _check_int("seed", seed, MAX_SEED)
+        self.seed: Final = check_int("seed", seed, MAX_SEED)
         self._keys: dict[tuple[int, ...], npt.NDArray[np.uint64]] = {}
 
     def __repr__(self) -> str:
@@ -111,12 +177,12 @@ class SeedTree:
         # The key cache is per process; workers rebuild what they use.
         return (SeedTree, (self.seed,))
 
-    def node(self, purpose: Purpose, *path: int) -> np.random.SeedSequence:
+    def node(self, purpose: int, *path: int) -> np.random.SeedSequence:
         """The SeedSequence at ``(purpose, *path)``."""
-        spawn_key = (int(purpose), *(_check_int("path element", p, MAX_PATH_ELEMENT) for p in path))
+        spawn_key = (int(purpose), *(check_int("path element", p, MAX_PATH_ELEMENT) for p in path))
         return np.random.SeedSequence(self.seed, spawn_key=spawn_key)
 
-    def key(self, purpose: Purpose, *path: int) -> npt.NDArray[np.uint64]:
+    def key(self, purpose: int, *path: int) -> npt.NDArray[np.uint64]:
         """The 128-bit Philox key of node ``(purpose, *path)``, cached per process."""
         cache_key = (int(purpose), *path)
         cached = self._keys.get(cache_key)

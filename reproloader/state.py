@@ -18,10 +18,14 @@ from typing import Any, Final, TypedDict
 
 from reproloader.exceptions import StateMismatchError, StateVersionError
 
-__all__ = ["FORMAT", "VERSION", "LoaderState", "check_compatible", "upgrade"]
+__all__ = ["FORMAT", "RANKS_FORMAT", "VERSION", "LoaderState", "check_compatible", "upgrade"]
 
 FORMAT: Final = "reproloader.ReproLoader"
 VERSION: Final = 1
+
+RANKS_FORMAT: Final = "reproloader.ReproLoader/ranks"
+"""The format of a state gathered from every rank (``distributed.gather_state``):
+``{"format": RANKS_FORMAT, "version": 1, "world_size": W, "ranks": [state, ...]}``."""
 
 # Fields that decide which data a position means. A resumed loader must agree on all;
 # on world_size too unless the loader shards itself (its position is global), and on

@@ -222,6 +222,31 @@ class StatefulStream(IterableDataset[torch.Tensor]):
         return _StreamIterator(self.n, start, step)
 
 
+class StateAfterIter(IterableDataset[torch.Tensor]):
+    """An iterable dataset with its own state that exists only once ``__iter__`` ran.
+
+    As in torchdata's own tests, ``state_dict`` before ``__iter__`` raises.
+    """
+
+    def __init__(self, n: int = 20) -> None:
+        self.n = n
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = get_worker_info()
+        start, step = (info.id, info.num_workers) if info is not None else (0, 1)
+        self.iter_state = self.__dict__.pop("resume_from", None) or {"next": start}
+        while self.iter_state["next"] < self.n:
+            i = self.iter_state["next"]
+            self.iter_state = {"next": i + step}
+            yield torch.tensor([float(i), random.random()], dtype=torch.float64)
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self.iter_state)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_from = dict(state)  # where the next __iter__ starts
+
+
 class Curriculum(Dataset[torch.Tensor]):
     """A map-style dataset with its own state: a difficulty that grows per item served."""
 

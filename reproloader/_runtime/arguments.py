@@ -9,10 +9,18 @@ import torch
 import torch.multiprocessing
 
 from reproloader.config import ReproConfig
+from reproloader.distributed import ShardedSampler
 from reproloader.exceptions import ConfigError
-from reproloader.seeding import MAX_SEED
+from reproloader.sampler import SeededRandomSampler
+from reproloader.seeding import MAX_SEED, check_int
 
-__all__ = ["check_config", "check_shard", "resolve_seed", "resolve_start_method"]
+__all__ = [
+    "check_config",
+    "check_shard",
+    "resolve_sampler",
+    "resolve_seed",
+    "resolve_start_method",
+]
 
 
 def _start_method(context: object) -> str | None:
@@ -60,10 +68,9 @@ def check_config(config: ReproConfig | Mapping[str, Any] | None) -> ReproConfig:
 def resolve_seed(seed: int | None, config: ReproConfig, generator: torch.Generator | None) -> int:
     """The root seed: the argument, else ``config.seed``, else one draw from torch's RNG."""
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if not isinstance(seed, int):  # numpy integers too would pass check_int
             raise TypeError(f"seed must be an int, got {seed!r} of type {type(seed).__name__}")
-        if not 0 <= seed < MAX_SEED:
-            raise ValueError(f"seed must be in [0, 2**128), got {seed}")
+        check_int("seed", seed, MAX_SEED, shown="2**128")
         if config.seed is not None and config.seed != seed:
             raise ConfigError(
                 f"seed={seed} contradicts config.seed={config.seed}; pass the seed in "
@@ -91,3 +98,38 @@ def resolve_start_method(context: Any, config: ReproConfig, num_workers: int) ->
     if context is None and num_workers > 0:
         return torch.multiprocessing.get_context(wanted)
     return context
+
+
+def resolve_sampler(
+    dataset: Any,
+    *,
+    iterable: bool,
+    shuffle: bool | None,
+    shard: bool,
+    sampler: Any,
+    batch_sampler: Any,
+    batch_size: int | None,
+    drop_last: bool,
+    seed: int,
+) -> tuple[Any, bool | None]:
+    """The sampler to give DataLoader, and the ``shuffle`` to pass along with it.
+
+    ``shard=True`` makes a :class:`ShardedSampler`; ``shuffle=True`` on a map-style
+    dataset without a sampler of the user's makes a :class:`SeededRandomSampler`.
+    Either way DataLoader then gets ``shuffle=False``, since the sampler shuffles.
+    """
+    if shard:
+        check_shard(iterable, sampler, batch_sampler, batch_size)
+        assert batch_size is not None
+        sharded = ShardedSampler(
+            dataset, seed=seed, shuffle=bool(shuffle), batch_size=batch_size, drop_last=drop_last
+        )
+        return sharded, False
+    if shuffle and not iterable and batch_sampler is None:
+        if sampler is None:
+            return SeededRandomSampler(dataset, seed=seed), False
+        if isinstance(sampler, SeededRandomSampler):
+            # A loader rebuilt from its own attributes passes shuffle=True with the
+            # sampler that shuffle=True made: that is consistent, not a clash.
+            return sampler, False
+    return sampler, shuffle

@@ -21,7 +21,7 @@ from reproloader._runtime.rngs import AttributeRngs, GlobalRngs, find_rngs
 from reproloader._runtime.rngstate import dump_rng, load_rng
 from reproloader.context import RngScope, WorkerContext
 from reproloader.exceptions import StateMismatchError
-from reproloader.seeding import Lane, Purpose, SeedTree, UnitStreams
+from reproloader.seeding import Lane, Node, SeedTree, UnitStreams, unit_stream
 
 __all__ = ["Plan", "Producer"]
 
@@ -40,6 +40,7 @@ class Plan:
             datasets it is also where one unit ends in batch scope.
         reseed_globals: names of the process-wide RNGs to reseed.
         reseed_dataset_rngs: whether to reseed RNG objects found on the dataset.
+        iterable: whether the dataset is an IterableDataset.
     """
 
     tree: SeedTree
@@ -50,6 +51,7 @@ class Plan:
     batch_size: int
     reseed_globals: frozenset[str]
     reseed_dataset_rngs: bool
+    iterable: bool = False
 
 
 class Producer:
@@ -57,7 +59,7 @@ class Producer:
 
     def __init__(self, plan: Plan, dataset: object) -> None:
         self.plan = plan
-        self._dataset = dataset
+        self._user_dataset = dataset
         info = torch.utils.data.get_worker_info()
         self.in_worker = info is not None
         self.worker_id = info.id if info is not None else 0
@@ -79,7 +81,7 @@ class Producer:
         if epoch == self._entered_epoch:
             return
         self._entered_epoch = epoch
-        set_epoch = getattr(self._dataset, "set_epoch", None)
+        set_epoch = getattr(self._user_dataset, "set_epoch", None)
         if self.in_worker and callable(set_epoch):
             # The main process already called it on its copy; a persistent worker's
             # copy would otherwise stay at the epoch it was started in.
@@ -89,25 +91,53 @@ class Producer:
     def find_attribute_rngs(self) -> None:
         """Look for RNG objects on the dataset again (they may be new or replaced)."""
         if self.plan.reseed_dataset_rngs:
-            self._attributes = AttributeRngs(find_rngs(self._dataset, "dataset"))
+            self._attributes = AttributeRngs(find_rngs(self._user_dataset, "dataset"))
 
     @property
     def attribute_paths(self) -> list[str]:
         """Where the RNGs reseeded on the dataset were found."""
         return self._attributes.paths
 
+    def enter_unit(self, epoch: int, serial: int, *, batch: int, sample: int | None = None) -> None:
+        """Ready this process for a unit of pass ``serial``: its stream, in the loader's scope.
+
+        In worker scope a worker's stream starts at its first unit of a pass and
+        continues through the others; every other scope starts a stream per unit.
+        """
+        plan = self.plan
+        if plan.scope == "worker":
+            if self.stream == (epoch, serial):
+                self.at(epoch=epoch, batch_index=batch)
+                return
+            self.stream = (epoch, serial)
+        node, unit = unit_stream(
+            plan.scope,
+            iterable=plan.iterable,
+            epoch=epoch,
+            rank=plan.rank,
+            worker=self.worker_id,
+            batch=batch,
+            sample=sample,
+        )
+        self.begin(
+            node,
+            unit,
+            epoch=epoch,
+            batch_index=batch,
+            sample_index=sample if plan.scope == "sample" else None,
+        )
+
     def begin(
         self,
-        purpose: Purpose,
-        path: tuple[int, ...],
+        node: Node,
         unit: int,
         *,
         epoch: int,
         batch_index: int | None,
         sample_index: int | None = None,
     ) -> None:
-        """Reseed everything for stream ``unit`` of node ``(purpose, *path)``."""
-        key = self.plan.tree.key(purpose, *path)
+        """Reseed everything for stream ``unit`` of ``node``."""
+        key = self.plan.tree.key(*node)
         streams = self._streams
         n = self._globals.n_words
         if n:
@@ -178,8 +208,17 @@ class Producer:
         self.enter_epoch(epoch)
         self.stream = (epoch, serial)
         # An rng handed out later must start where the stream starts.
-        self._key = self.plan.tree.key(Purpose.WORKER, epoch, self.plan.rank)
-        self._unit = self.worker_id
+        plan = self.plan
+        node, self._unit = unit_stream(
+            plan.scope,
+            iterable=plan.iterable,
+            epoch=epoch,
+            rank=plan.rank,
+            worker=self.worker_id,
+            batch=0,
+            sample=None,
+        )
+        self._key = plan.tree.key(*node)
         self._globals.restore(self._globals.from_plain(state["globals"]))
         if state["rng"] is not None:
             load_rng(self.rng, state["rng"])

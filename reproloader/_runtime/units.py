@@ -14,42 +14,27 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sized
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from torch.utils.data import SequentialSampler
 
+from reproloader._runtime.cursor import Pass, PassCursor
 from reproloader._runtime.isolation import Isolation
 from reproloader._runtime.rngs import AttributeRngs, GlobalRngs, find_rngs
 from reproloader._runtime.wrappers import Unit
 from reproloader.distributed import ShardedSampler
 from reproloader.sampler import SeededRandomSampler
-from reproloader.seeding import Lane, Purpose, SeedTree, UnitStreams
+from reproloader.seeding import Lane, SeedTree, UnitStreams, sampler_stream
 
-__all__ = ["Pass", "SamplerRngs", "UnitSampler", "fast_mode"]
+__all__ = [
+    "SamplerRngs",
+    "UnitSampler",
+    "describe_sampler",
+    "fast_mode",
+    "set_epoch_everywhere",
+]
 
 FastMode = Literal["sequential", "permutation", "sharded"]
-
-
-@dataclass
-class Pass:
-    """One iteration over the loader.
-
-    Attributes:
-        epoch: the epoch it runs.
-        serial: its number among the loader's passes.
-        start: the position (batch index in the epoch) of its first unit.
-        offset: with sharding, the global sample offset where it starts.
-        rank: the rank it runs on.
-        world_size: the number of ranks.
-    """
-
-    epoch: int
-    serial: int
-    start: int = 0
-    offset: int = 0
-    rank: int = 0
-    world_size: int = 1
 
 
 def fast_mode(sampler: object, batch_sampler_given: bool) -> FastMode | None:
@@ -63,6 +48,21 @@ def fast_mode(sampler: object, batch_sampler_given: bool) -> FastMode | None:
     if type(sampler) is SeededRandomSampler:
         return "permutation"
     return None
+
+
+def describe_sampler(
+    fast: FastMode | None, sampler: Any, batch_sampler: Any, *, batch_size: int | None, seed: int
+) -> str:
+    """What orders the data, as a state records it (``"shuffle"``, ``"sampler:<class>"``...)."""
+    if fast == "sequential":
+        return "sequential"
+    if fast == "sharded":
+        return "sharded, shuffle" if sampler.shuffle else "sharded"
+    if fast == "permutation":
+        return "shuffle" if sampler.seed == seed else f"shuffle(seed={sampler.seed})"
+    if fast is None and batch_sampler is not None and batch_size is None:
+        return f"batch_sampler:{type(batch_sampler).__qualname__}"
+    return f"sampler:{type(sampler).__qualname__}"
 
 
 class SamplerRngs:
@@ -82,7 +82,7 @@ class SamplerRngs:
         reseed_attributes: bool,
     ) -> None:
         self._tree = tree
-        self._rank = rank
+        self._on_rank = rank
         self._rngs = GlobalRngs(reseed_globals)
         self.isolation = Isolation(self._rngs, swap=True, clears_context=False)
         found = []
@@ -94,14 +94,15 @@ class SamplerRngs:
 
     def start(self, epoch: int) -> None:
         """Seed the sampler states for a new pass over ``epoch``."""
-        key = self._tree.key(Purpose.SAMPLER, epoch, self._rank)
+        node, unit = sampler_stream(epoch, self._on_rank)
+        key = self._tree.key(*node)
         with self.isolation:
             n = self._rngs.n_words
             if n:
-                self._rngs.reseed(self._streams.words(key, 0, Lane.GLOBALS, n))
+                self._rngs.reseed(self._streams.words(key, unit, Lane.GLOBALS, n))
         attributes = self._attributes
         if attributes:
-            attributes.reseed(self._streams.words(key, 0, Lane.ATTRIBUTES, attributes.n_words))
+            attributes.reseed(self._streams.words(key, unit, Lane.ATTRIBUTES, attributes.n_words))
 
 
 class UnitSampler(Iterable[Unit]):
@@ -109,8 +110,8 @@ class UnitSampler(Iterable[Unit]):
 
     def __init__(
         self,
-        current: list[Pass],
-        index_sampler: Any,
+        cursor: PassCursor,
+        batches: Any,
         sampler: Sized,
         *,
         batch_size: int | None,
@@ -119,12 +120,13 @@ class UnitSampler(Iterable[Unit]):
         sampler_rngs: SamplerRngs | None,
         batch_sampler_given: bool = False,
     ) -> None:
-        # ``current`` is a one-element list the loader updates at each pass.
-        self._current = current
-        self._index_sampler = index_sampler
+        # The cursor's current pass is read at each pass: with persistent workers
+        # torch keeps this object from one pass to the next.
+        self._cursor = cursor
+        self._batches = batches  # what DataLoader would iterate: its batch sampler
         self._sampler = sampler
         self._batch_size = batch_size
-        self._drop_last = drop_last
+        self._drop_short = drop_last
         self._fast = fast
         self._sampler_rngs = sampler_rngs
         # When the loader made the batch sampler itself, batches are cut from the
@@ -135,11 +137,11 @@ class UnitSampler(Iterable[Unit]):
     def __len__(self) -> int:
         if self._fast == "sharded":
             assert isinstance(self._sampler, ShardedSampler)
-            return len(self._sampler.steps(self._current[0].world_size))
-        return len(self._index_sampler)
+            return len(self._sampler.steps(self._cursor.current.world_size))
+        return len(self._batches)
 
     def __iter__(self) -> Iterator[Unit]:
-        current = self._current[0]
+        current = self._cursor.current
         if self._fast is None:
             return self._iterate(current)
         return self._compute(current)
@@ -169,7 +171,7 @@ class UnitSampler(Iterable[Unit]):
                 for k in range(current.start, n):
                     yield epoch, serial, k, k
             return
-        count = n // bs if self._drop_last else -(-n // bs)
+        count = n // bs if self._drop_short else -(-n // bs)
         for k in range(current.start, count):
             chunk = order[k * bs : (k + 1) * bs]
             yield epoch, serial, k, chunk.tolist() if self._fast == "permutation" else list(chunk)
@@ -189,7 +191,7 @@ class UnitSampler(Iterable[Unit]):
             it: Iterator[Any] = self._cut(indices, bs)
         else:
             with isolation:
-                it = iter(self._index_sampler)
+                it = iter(self._batches)
                 for _ in range(current.start):
                     if next(it, _END) is _END:
                         return
@@ -205,9 +207,19 @@ class UnitSampler(Iterable[Unit]):
     def _cut(self, indices: Iterator[Any], bs: int) -> Iterator[list[Any]]:
         # BatchSampler's batches: bs indices each, a short last one unless drop_last.
         while batch := list(itertools.islice(indices, bs)):
-            if len(batch) < bs and self._drop_last:
+            if len(batch) < bs and self._drop_short:
                 return
             yield batch
 
 
 _END: Any = object()
+
+
+def set_epoch_everywhere(owners: Iterable[object], epoch: int) -> None:
+    """Call ``set_epoch(epoch)`` once on each distinct owner that has one."""
+    seen: set[int] = set()
+    for owner in owners:
+        set_epoch = getattr(owner, "set_epoch", None)
+        if id(owner) not in seen and callable(set_epoch):
+            seen.add(id(owner))
+            set_epoch(epoch)

@@ -20,9 +20,10 @@ import torch
 import torch.utils.data
 from torch.utils.data import Dataset, IterableDataset
 
+from reproloader._runtime.bridge import show_user_dataset_to_worker
 from reproloader._runtime.producer import Plan, Producer
 from reproloader.exceptions import ConfigError
-from reproloader.seeding import Purpose
+from reproloader.seeding import worker_init_stream
 
 __all__ = ["IterableWrapper", "MapWrapper", "Unit", "WorkerInit", "accepts_rng", "stateful"]
 
@@ -102,30 +103,11 @@ class MapWrapper(_Wrapper, Dataset[Any]):
             return self.dataset.__getitem__(index, rng=producer.rng)
         return self.dataset[index]
 
-    def _sample(self, producer: Producer, epoch: int, position: int, index: Any) -> Any:
-        unit = _sample_unit(index)
-        producer.begin(
-            Purpose.SAMPLE, (epoch,), unit, epoch=epoch, batch_index=position, sample_index=unit
-        )
+    def _sample(
+        self, producer: Producer, epoch: int, serial: int, position: int, index: Any
+    ) -> Any:
+        producer.enter_unit(epoch, serial, batch=position, sample=_sample_unit(index))
         return self._one(producer, index)
-
-    def _start(self, producer: Producer, epoch: int, serial: int, position: int) -> None:
-        plan = self.plan
-        if plan.scope == "batch":
-            producer.begin(
-                Purpose.BATCH, (epoch, plan.rank), position, epoch=epoch, batch_index=position
-            )
-        elif producer.stream != (epoch, serial):  # worker scope, first unit of a pass here
-            producer.stream = (epoch, serial)
-            producer.begin(
-                Purpose.WORKER,
-                (epoch, plan.rank),
-                producer.worker_id,
-                epoch=epoch,
-                batch_index=position,
-            )
-        else:
-            producer.at(epoch=epoch, batch_index=position)
 
     def __getitems__(self, unit: Unit) -> list[Any]:
         epoch, serial, position, indices = unit
@@ -134,8 +116,8 @@ class MapWrapper(_Wrapper, Dataset[Any]):
         if self.plan.scope == "sample":
             # Per-sample streams: the user's __getitems__ would draw for all samples
             # from one stream, so each sample goes through __getitem__.
-            return [self._sample(producer, epoch, position, i) for i in indices]
-        self._start(producer, epoch, serial, position)
+            return [self._sample(producer, epoch, serial, position, i) for i in indices]
+        producer.enter_unit(epoch, serial, batch=position)
         dataset = self.dataset
         if self._has_getitems:
             if self._getitems_rng:
@@ -168,8 +150,8 @@ class MapWrapper(_Wrapper, Dataset[Any]):
         producer = self.producer()
         producer.enter_epoch(epoch)
         if self.plan.scope == "sample":
-            return self._sample(producer, epoch, position, index)
-        self._start(producer, epoch, serial, position)
+            return self._sample(producer, epoch, serial, position, index)
+        producer.enter_unit(epoch, serial, batch=position)
         return self._one(producer, index)
 
 
@@ -213,50 +195,29 @@ class UnitIterator(Iterator[Any]):
         self.serial = serial
         self.position = 0
         self._it: Iterator[Any] | None = None
+        # After a restore, the user's state as loaded, until the restored iterator
+        # has produced: its own state_dict may not exist before that.
+        self._restored: tuple[str, Any] | None = None
 
     def __iter__(self) -> UnitIterator:
         return self
-
-    def _begin(self, producer: Producer, position: int) -> None:
-        plan = self._wrapper.plan
-        epoch = self.epoch
-        batch = position // plan.batch_size
-        path: tuple[int, ...]
-        if plan.scope == "batch":
-            path = (epoch, plan.rank, producer.worker_id)
-            producer.begin(Purpose.ITER_BATCH, path, batch, epoch=epoch, batch_index=batch)
-        elif plan.scope == "sample":
-            path = (epoch, plan.rank, producer.worker_id)
-            producer.begin(
-                Purpose.ITER_SAMPLE,
-                path,
-                position,
-                epoch=epoch,
-                batch_index=batch,
-                sample_index=position,
-            )
-        else:
-            producer.stream = (epoch, self.serial)
-            path = (epoch, plan.rank)
-            producer.begin(Purpose.WORKER, path, producer.worker_id, epoch=epoch, batch_index=batch)
 
     def __next__(self) -> Any:
         wrapper = self._wrapper
         producer = wrapper.producer()
         position = self.position
         it = self._it
+        batch_size = wrapper.plan.batch_size
+        batch = position // batch_size
         if it is None:
             producer.enter_epoch(self.epoch)
-            self._begin(producer, 0)
+            producer.enter_unit(self.epoch, self.serial, batch=0, sample=0)
             it = self._it = iter(wrapper.dataset)
+        elif wrapper.plan.scope == "batch" and position % batch_size:
+            producer.at(epoch=self.epoch, batch_index=batch)  # inside a batch
         else:
-            plan = wrapper.plan
-            if plan.scope == "sample" or (
-                plan.scope == "batch" and position % plan.batch_size == 0
-            ):
-                self._begin(producer, position)
-            else:
-                producer.at(epoch=self.epoch, batch_index=position // plan.batch_size)
+            producer.enter_unit(self.epoch, self.serial, batch=batch, sample=position)
+        self._restored = None
         item = next(it)
         self.position = position + 1
         return item
@@ -266,9 +227,15 @@ class UnitIterator(Iterator[Any]):
         wrapper = self._wrapper
         user: Any = None
         kind = None
-        if self._it is not None and stateful(self._it):
+        # As StatefulDataLoader does, a dataset's (or its iterator's) state_dict is only
+        # asked for once its iterator has run: before this worker's first ``next``
+        # position 0 resumes by starting afresh, and right after a restore the state
+        # is the one that was loaded.
+        if self._restored is not None:
+            kind, user = self._restored
+        elif self._it is not None and stateful(self._it):
             user, kind = self._it.state_dict(), "iterator"  # type: ignore[attr-defined]
-        elif stateful(wrapper.dataset):
+        elif self._it is not None and stateful(wrapper.dataset):
             user, kind = wrapper.dataset.state_dict(), "dataset"
         producer = wrapper._producer  # the wrapper of this process
         stream = None
@@ -297,13 +264,18 @@ class UnitIterator(Iterator[Any]):
         producer = wrapper.producer()
         producer.enter_epoch(self.epoch)
         kind = state["kind"]
-        if kind == "dataset":
-            wrapper.dataset.load_state_dict(state["user"])
-            self._it = iter(wrapper.dataset)
-        elif kind == "iterator":
-            it: Any = iter(wrapper.dataset)
-            it.load_state_dict(state["user"])
-            self._it = it
+        if kind in ("dataset", "iterator"):
+            # iter() runs where an uninterrupted pass runs it: right after the first
+            # unit's reseed, so randomness drawn as iteration starts is the same.
+            producer.enter_unit(self.epoch, self.serial, batch=0, sample=0)
+            if kind == "dataset":
+                wrapper.dataset.load_state_dict(state["user"])
+                self._it = iter(wrapper.dataset)
+            else:
+                it: Any = iter(wrapper.dataset)
+                it.load_state_dict(state["user"])
+                self._it = it
+            self._restored = (kind, state["user"])
         else:
             self._it, self.position = None, 0
             for _ in range(position):
@@ -333,19 +305,9 @@ class WorkerInit:
         wrapper: MapWrapper | IterableWrapper = info.dataset  # type: ignore[assignment]
         producer = wrapper.producer()
         producer.enter_epoch(self.epoch)
-        producer.begin(
-            Purpose.WORKER_INIT,
-            (self.epoch, wrapper.plan.rank),
-            worker_id,
-            epoch=self.epoch,
-            batch_index=None,
-        )
-        torch.utils.data._utils.worker._worker_info = torch.utils.data._utils.worker.WorkerInfo(
-            id=info.id,
-            num_workers=info.num_workers,
-            seed=torch.initial_seed(),
-            dataset=wrapper.dataset,
-        )
+        node, unit = worker_init_stream(self.epoch, wrapper.plan.rank, worker_id)
+        producer.begin(node, unit, epoch=self.epoch, batch_index=None)
+        show_user_dataset_to_worker(wrapper.dataset, seed=torch.initial_seed())
         if self.user_fn is not None:
             self.user_fn(worker_id)
             # worker_init_fn commonly stores a fresh RNG on the dataset

@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from reproloader import ReproLoader
 from reproloader.testing import assert_resume_matches
-from tests.datasets import AllSources, CountingMap, Curriculum, StatefulStream, _StreamIterator
+from tests.datasets import (
+    AllSources,
+    CountingMap,
+    Curriculum,
+    StateAfterIter,
+    StatefulStream,
+    _StreamIterator,
+)
 
 
 def test_resuming_a_map_style_loader_loads_no_skipped_sample() -> None:
@@ -39,6 +46,17 @@ def test_stateful_iterable_dataset_resumes_through_its_state(scope: str, num_wor
         )
 
     assert_resume_matches(make, stop_at=[0, 1, 3, 5, 8])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_iterable_datasets_state_dict_is_asked_for_only_after_its_iter(
+    num_workers: int,
+) -> None:
+    # Its state_dict raises AttributeError before __iter__ ran, as torchdata's tests have it.
+    def make() -> Any:
+        return ReproLoader(StateAfterIter(14), batch_size=3, num_workers=num_workers, seed=2)
+
+    assert_resume_matches(make, stop_at=[0, 1, 2, 4])
 
 
 def test_stateful_iterable_dataset_is_not_replayed() -> None:

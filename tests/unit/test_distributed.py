@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from reproloader.distributed import (
     gather_state,
-    pick_rank_state,
     rank_and_world_size,
     rank_part,
     shard_steps,
@@ -50,14 +48,4 @@ def test_gather_state_without_a_process_group_holds_one_rank() -> None:
 
     gathered = gather_state(Stub())
     assert gathered["ranks"] == [{"position": 3}]
-    assert pick_rank_state(gathered, 0, 1) == {"position": 3}
-
-
-@pytest.mark.parametrize(("rank", "world_size", "expected"), [(1, 2, {"r": 1}), (2, 3, {"r": 0})])
-def test_pick_rank_state(rank: int, world_size: int, expected: dict[str, int]) -> None:
-    gathered = {
-        "format": "reproloader.ReproLoader/ranks",
-        "version": 1,
-        "ranks": [{"r": 0}, {"r": 1}],
-    }
-    assert pick_rank_state(gathered, rank, world_size) == expected
+    assert gathered["world_size"] == 1

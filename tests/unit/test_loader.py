@@ -137,18 +137,32 @@ def test_epoch_counts_up_with_each_new_iterator() -> None:
     loader = ReproLoader(GlobalDraws(4), batch_size=2)
     seen = []
     for _ in range(3):
-        seen.append(loader.epoch)
+        seen.append(loader.epoch)  # before the pass: the epoch it will run
         seen.extend(loader.epoch for _ in loader)
-    assert seen == [0, 0, 0, 0, 1, 1, 1, 2, 2]
-    assert loader.epoch == 2
+    assert seen == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert loader.epoch == 3  # a pass ran to its end: the next one runs epoch 3
+
+
+def test_epoch_names_the_next_pass_after_an_ended_pass_and_after_loading_one() -> None:
+    loader = ReproLoader(GlobalDraws(4), batch_size=2, seed=0)
+    list(loader)
+    assert loader.epoch == 1
+    state = loader.state_dict()
+    assert (state["epoch"], state["finished"]) == (0, True)
+    resumed = ReproLoader(GlobalDraws(4), batch_size=2, seed=0)
+    resumed.load_state_dict(state)
+    assert resumed.epoch == 1
+    assert same([list(resumed)], [collect(ReproLoader(GlobalDraws(4), batch_size=2, seed=0), 2)[1]])
+    assert resumed.epoch == 2
 
 
 def test_set_epoch_selects_the_next_pass_exactly() -> None:
     loader = ReproLoader(GlobalDraws(4), batch_size=2, seed=0)
     reference = collect(loader, epochs=4)
     loader.set_epoch(2)
-    assert same([list(loader)], [reference[2]])
     assert loader.epoch == 2
+    assert same([list(loader)], [reference[2]])
+    assert loader.epoch == 3  # that pass ended: the next one runs epoch 3
     loader.set_epoch(2)  # the same epoch again gives the same batches
     assert same([list(loader)], [reference[2]])
     assert same([list(loader)], [reference[3]])

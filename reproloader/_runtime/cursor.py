@@ -1,0 +1,263 @@
+"""The pass cursor: the one owner of a loader's position, and of its conversion to a state.
+
+A *pass* is one ``iter(loader)``. The cursor knows which epoch the next pass runs,
+where it starts (a batch index, and with sharding a global sample offset), and
+whether a pass ran to its end; it turns that position into a
+:class:`~reproloader.state.LoaderState` and back. It is pure Python: what the
+iterators report (batches handed out, finished) is passed in, so every branch is
+unit-tested without torch (``tests/unit/test_cursor.py``).
+
+The loader calls, in this order of a pass's life:
+
+* :meth:`PassCursor.set_epoch` (optional) and :meth:`PassCursor.begin_pass` from
+  ``__iter__``; the unit sampler reads :attr:`PassCursor.current` while it runs;
+* :meth:`PassCursor.take_resume_workers` when the iterator is built;
+* :meth:`PassCursor.snapshot` from ``state_dict``;
+* :meth:`PassCursor.restore` from ``load_state_dict``, which checks the whole state
+  (and takes this rank's part of a gathered one) before it changes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reproloader.exceptions import StateMismatchError
+from reproloader.seeding import MAX_PATH_ELEMENT, check_int
+from reproloader.state import (
+    FORMAT,
+    RANKS_FORMAT,
+    VERSION,
+    LoaderState,
+    check_compatible,
+    upgrade,
+)
+
+__all__ = ["Pass", "PassCursor"]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One iteration over the loader.
+
+    Attributes:
+        epoch: the epoch it runs.
+        serial: its number among the loader's passes (worker scope matches streams by it).
+        start: the position (batch index in the epoch) of its first unit.
+        offset: with sharding, the global sample offset where it starts.
+        rank: the rank it runs on.
+        world_size: the number of ranks.
+    """
+
+    epoch: int
+    serial: int
+    start: int = 0
+    offset: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+
+class PassCursor:
+    """Where a loader is between passes and inside one.
+
+    Attributes:
+        current: the pass being iterated (the unit sampler reads it at each pass; it
+            is replaced, never changed, so a running pass keeps its own).
+    """
+
+    __slots__ = (
+        "_epoch",
+        "_loaded_end",
+        "_offset",
+        "_resume_state",
+        "_serial",
+        "_start",
+        "_started",
+        "current",
+    )
+
+    def __init__(self) -> None:
+        self._epoch = 0
+        self._started = False  # has a pass of the current epoch begun?
+        self._serial = 0  # serial of the next pass
+        self._start = 0  # where the next pass starts (set by restore)
+        self._offset = 0  # with sharding, the global sample offset it starts at
+        self._loaded_end: int | None = None  # position of a finished pass that was restored
+        self._resume_state: dict[str, Any] | None = None  # worker state for the next iterator
+        self.current = Pass(epoch=0, serial=0)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the current pass, or of the next one if none has begun."""
+        return self._epoch
+
+    def epoch_now(self, pass_ended: bool) -> int:
+        """The epoch a user reads: the next pass's once the current one ran to its end.
+
+        Args:
+            pass_ended: whether the running iterator reached its end.
+        """
+        if self._started and (pass_ended or self._loaded_end is not None):
+            return self._epoch + 1
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass run ``epoch`` from its start."""
+        self._epoch = check_int("epoch", epoch, MAX_PATH_ELEMENT)
+        self._started = False
+        self._start = 0
+        self._offset = 0
+        self._loaded_end = None
+        self._resume_state = None
+
+    def begin_pass(self, rank: int, world_size: int) -> Pass:
+        """Start a pass: the next epoch if a pass of this one has begun already."""
+        if self._started:
+            self.set_epoch(self._epoch + 1)
+        self._started = True
+        self.current = Pass(
+            epoch=self._epoch,
+            serial=self._serial,
+            start=self._start,
+            offset=self._offset,
+            rank=rank,
+            world_size=world_size,
+        )
+        self._serial += 1
+        self._start = 0
+        self._offset = 0
+        self._loaded_end = None
+        return self.current
+
+    def take_resume_workers(self) -> dict[str, Any] | None:
+        """The workers' state that the next iterator resumes from (once), or None."""
+        workers, self._resume_state = self._resume_state, None
+        return workers
+
+    def snapshot(
+        self,
+        identity: Mapping[str, Any],
+        progress: Callable[[], tuple[int, bool]],
+        *,
+        workers_hold_state: bool,
+        worker_state: Callable[[], dict[str, Any]],
+        offset_after: Callable[[Pass, int], int] | None = None,
+    ) -> LoaderState:
+        """The position as a state.
+
+        Args:
+            identity: the fields that say which data a position means (see
+                :data:`reproloader.state.IDENTITY_FIELDS`), for this loader.
+            progress: ``(batches handed out, finished)`` of the running iterator;
+                called only while a pass is under way.
+            workers_hold_state: whether workers hold state a position cannot recompute.
+            worker_state: the running iterator's worker state; called only mid-pass
+                where workers hold state.
+            offset_after: with sharding, the global sample offset after ``n`` batches
+                of a pass; None without sharding.
+        """
+        workers: dict[str, Any] | None = None
+        offset: int | None = None
+        if not self._started:  # nothing iterated since set_epoch or a mid-epoch restore
+            epoch, serial, position, finished = self._epoch, self._serial, self._start, False
+            workers = self._resume_state
+            offset = self._offset
+        elif self._loaded_end is not None:  # a finished pass was restored, nothing since
+            epoch, serial, position, finished = (
+                self._epoch,
+                self._serial - 1,
+                self._loaded_end,
+                True,
+            )
+        else:
+            yielded, finished = progress()
+            current = self.current
+            epoch, serial, position = current.epoch, current.serial, current.start + yielded
+            if offset_after is not None:
+                offset = offset_after(current, yielded)
+            if workers_hold_state and position and not finished:
+                workers = worker_state()
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            **identity,  # type: ignore[typeddict-item]
+            "epoch": epoch,
+            "position": position,
+            "offset": offset if offset_after is not None and not finished else None,
+            "finished": finished,
+            "serial": serial,
+            "workers": workers,
+        }
+
+    def restore(
+        self,
+        state: Mapping[str, Any],
+        identity: Mapping[str, Any],
+        *,
+        elastic: bool,
+        workers_hold_state: bool,
+    ) -> None:
+        """Continue from ``state``; checks all of it before changing anything.
+
+        Args:
+            state: what :meth:`snapshot` returned, or a gathered state
+                (``reproloader.distributed.gather_state``), of which this rank's part
+                is taken.
+            identity: this loader's identity fields, rank and world size included.
+            elastic: whether the position is global (the loader shards itself), so
+                another world size may resume it.
+            workers_hold_state: whether workers hold state a position cannot recompute.
+
+        Raises:
+            StateVersionError: not a ReproLoader state, or a newer format.
+            StateMismatchError: the state was taken from a loader that differs.
+        """
+        saved = upgrade(pick_rank(state, identity["rank"], identity["world_size"]))
+        workers = saved["workers"]
+        check_compatible(saved, identity, workers=workers is not None, elastic=elastic)
+        # Worker state is needed mid-pass where workers hold state, and only there.
+        needed = workers_hold_state and saved["position"] > 0 and not saved["finished"]
+        if (workers is not None) != needed:
+            raise StateMismatchError(
+                "cannot resume: the state "
+                f"{'carries' if workers is not None else 'lacks'} worker state, which this "
+                f"loader {'needs' if needed else 'does not use'} here (worker scope, iterable "
+                "datasets and datasets with a state_dict make workers hold state); resume "
+                "with the same dataset and rng_scope",
+                {"worker state": (workers is not None, needed)},
+            )
+        self.set_epoch(saved["epoch"])
+        if saved["finished"]:
+            self._started = True  # the next pass is the next epoch
+            self._loaded_end = saved["position"]
+            self._serial = saved["serial"] + 1
+        else:
+            self._serial = saved["serial"]
+            if workers is not None:
+                # The iterator restores positions and worker states; the unit sampler
+                # skips the units before the position without loading them.
+                self._resume_state = workers
+            else:
+                self._start = saved["position"]
+                self._offset = saved["offset"] or 0
+
+
+def pick_rank(state: Mapping[str, Any], rank: int, world_size: int) -> Mapping[str, Any]:
+    """This rank's part of a gathered state, or ``state`` itself if it is one rank's.
+
+    On the world size it was gathered on, rank ``r`` takes part ``r``. On another, only
+    a global position can resume, which every rank holds alike: part 0 (a part that
+    carries worker state is then refused, naming the rank it came from).
+    """
+    if not isinstance(state, Mapping) or state.get("format") != RANKS_FORMAT:
+        return state
+    ranks = state.get("ranks")
+    if not isinstance(ranks, list) or not ranks:
+        raise StateMismatchError(
+            f"cannot resume: a gathered state needs a non-empty list 'ranks', got {ranks!r}; "
+            "pass what reproloader.distributed.gather_state returned",
+            {"ranks": (ranks, "a list of every rank's state")},
+        )
+    part: Mapping[str, Any] = ranks[rank] if len(ranks) == world_size else ranks[0]
+    return part

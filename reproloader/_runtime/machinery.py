@@ -1,0 +1,192 @@
+"""What a loader's iterators run instead of the user's objects, assembled for each pass.
+
+For each pass torch builds an iterator from a view of the loader
+(:class:`~reproloader._runtime.bridge.IteratorView`); :class:`Machinery` makes its
+parts: the :class:`~reproloader._runtime.producer.Plan` every producing process
+follows, the dataset wrapper, the unit sampler (map-style), the ``worker_init_fn``
+that seeds workers from the tree, and a private generator for torch's per-iterator
+base seed, so that iterating never draws from the caller's RNG. It also keeps what
+lives as long as the loader: the main-process isolation window, the user samplers'
+RNGs, and the shared tensor that tells persistent workers of an iterable dataset
+which pass runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from reproloader._runtime.bridge import (
+    IteratorView,
+    default_index_sampler,
+    iterator_worker_state,
+    running_iterator,
+)
+from reproloader._runtime.cursor import Pass, PassCursor
+from reproloader._runtime.isolation import Isolation
+from reproloader._runtime.producer import Plan
+from reproloader._runtime.rngs import GlobalRngs
+from reproloader._runtime.units import SamplerRngs, UnitSampler, describe_sampler, fast_mode
+from reproloader._runtime.wrappers import IterableWrapper, MapWrapper, WorkerInit, stateful
+from reproloader.config import ReproConfig
+from reproloader.distributed import ShardedSampler, rank_and_world_size
+from reproloader.seeding import SeedTree
+
+__all__ = ["Machinery"]
+
+
+class Machinery:
+    """Builds each pass's iterator view for one loader.
+
+    Args:
+        loader: the loader (its public attributes are read at each pass).
+        seed: the loader's root seed.
+        config: the loader's config.
+        iterable: whether the dataset is an IterableDataset.
+        batch_sampler_given: whether the user passed a batch sampler.
+    """
+
+    def __init__(
+        self,
+        loader: DataLoader[Any],
+        *,
+        seed: int,
+        config: ReproConfig,
+        iterable: bool,
+        batch_sampler_given: bool,
+    ) -> None:
+        self._loader = loader
+        self._seed = seed
+        self._config = config
+        self._tree = SeedTree(seed)
+        self.iterable = iterable
+        self._batch_sampler_given = batch_sampler_given
+        self._fast = None if iterable else fast_mode(loader.sampler, batch_sampler_given)
+        # Draws for torch's per-iterator base seed come from here, not from the
+        # caller's generator; the workers are reseeded from the tree anyway.
+        self._generator = torch.Generator().manual_seed(seed % 2**63)
+        self._shared_pass: torch.Tensor | None = None
+        self._isolation: Isolation | None = None
+        self._sampler_rngs: SamplerRngs | None = None
+
+    @property
+    def workers_hold_state(self) -> bool:
+        """Whether workers hold state that a position alone cannot recompute."""
+        return self.iterable or self._config.rng_scope == "worker" or stateful(self._loader.dataset)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields of a state that say which data a position means, for this loader."""
+        loader = self._loader
+        rank, world_size = rank_and_world_size()
+        try:
+            length: int | None = len(loader.dataset)  # type: ignore[arg-type]
+        except TypeError:
+            length = None
+        sampler = "iterable"
+        if not self.iterable:
+            sampler = describe_sampler(
+                self._fast,
+                loader.sampler,
+                loader.batch_sampler,
+                batch_size=loader.batch_size,
+                seed=self._seed,
+            )
+        return {
+            "seed": self._seed,
+            "rng_scope": self._config.rng_scope,
+            "reseed_globals": sorted(self._config.reseed_globals),
+            "reseed_dataset_rngs": self._config.reseed_dataset_rngs,
+            "dataset_length": length,
+            "batch_size": loader.batch_size,
+            "drop_last": loader.drop_last,
+            "sampler": sampler,
+            "world_size": world_size,
+            "rank": rank,
+            "num_workers": loader.num_workers,
+        }
+
+    def worker_state(self) -> dict[str, Any]:
+        """The running iterator's worker state (torchdata's snapshots)."""
+        iterator = running_iterator(self._loader)
+        if self._loader.num_workers == 0:
+            # The loader's own RNG states are swapped in only inside the window.
+            with self.isolation():
+                return iterator_worker_state(iterator)
+        return iterator_worker_state(iterator)
+
+    def offset_after(self, current: Pass, batches: int) -> int:
+        """With ``shard=True``: the global sample offset after ``batches`` of ``current``."""
+        sampler: ShardedSampler = self._loader.sampler  # type: ignore[assignment]
+        return current.offset + sum(sampler.steps(current.world_size, current.offset)[:batches])
+
+    def announce(self, current: Pass) -> None:
+        """Tell persistent workers of an iterable dataset which pass runs now."""
+        if self._shared_pass is not None:
+            self._shared_pass.copy_(torch.tensor([current.epoch, current.serial]))
+
+    def isolation(self) -> Isolation:
+        """The window in which the main process produces data with ``num_workers=0``."""
+        if self._isolation is None:
+            self._isolation = Isolation(
+                GlobalRngs(frozenset(self._config.reseed_globals)),
+                swap=self._config.rng_scope == "worker",  # its streams continue across units
+                clears_context=True,
+            )
+        return self._isolation
+
+    def view(self, cursor: PassCursor) -> IteratorView:
+        """The loader as the iterator of the cursor's current pass sees it."""
+        loader, config, current = self._loader, self._config, cursor.current
+        plan = Plan(
+            tree=self._tree,
+            scope=config.rng_scope,
+            rank=current.rank,
+            world_size=current.world_size,
+            num_workers=loader.num_workers,
+            batch_size=loader.batch_size or 1,
+            reseed_globals=frozenset(config.reseed_globals),
+            reseed_dataset_rngs=config.reseed_dataset_rngs,
+            iterable=self.iterable,
+        )
+        overrides: dict[str, Any] = {
+            "generator": self._generator,
+            "worker_init_fn": WorkerInit(current.epoch, loader.worker_init_fn),
+        }
+        if self.iterable:
+            if loader.num_workers > 0 and self._shared_pass is None:
+                shared = torch.tensor([current.epoch, current.serial], dtype=torch.int64)
+                self._shared_pass = shared.share_memory_()  # type: ignore[no-untyped-call]
+            wrapper = IterableWrapper(loader.dataset, plan, self._shared_pass)  # type: ignore[arg-type]
+            wrapper.epoch, wrapper.serial = current.epoch, current.serial
+            return IteratorView(loader, dataset=wrapper, index_sampler=None, **overrides)
+        units = UnitSampler(
+            cursor,
+            default_index_sampler(loader),
+            loader.sampler,  # type: ignore[arg-type]
+            batch_size=loader.batch_size,
+            drop_last=loader.drop_last,
+            fast=self._fast,
+            sampler_rngs=None if self._fast else self._user_sampler_rngs(plan.rank),
+            batch_sampler_given=self._batch_sampler_given,
+        )
+        if not self.workers_hold_state:
+            # Map-style positions are (epoch, batches yielded): workers hold nothing
+            # the main process cannot recompute, so skip torchdata's per-batch worker
+            # snapshots (about 50 us per batch).
+            overrides["snapshot_every_n_steps"] = 0
+        wrapper_ = MapWrapper(loader.dataset, plan)
+        return IteratorView(loader, dataset=wrapper_, index_sampler=units, **overrides)
+
+    def _user_sampler_rngs(self, rank: int) -> SamplerRngs:
+        if self._sampler_rngs is None:
+            loader = self._loader
+            self._sampler_rngs = SamplerRngs(
+                self._tree,
+                rank,
+                frozenset(self._config.reseed_globals),
+                {"sampler": loader.sampler, "batch_sampler": loader.batch_sampler},
+                self._config.reseed_dataset_rngs,
+            )
+        return self._sampler_rngs

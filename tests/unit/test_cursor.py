@@ -1,0 +1,297 @@
+"""The pass cursor on its own: positions, passes, snapshots and restores, without torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reproloader._runtime.cursor import Pass, PassCursor, pick_rank
+from reproloader.exceptions import StateMismatchError, StateVersionError
+from reproloader.state import FORMAT, RANKS_FORMAT, VERSION
+
+IDENTITY: dict[str, Any] = {
+    "seed": 7,
+    "rng_scope": "batch",
+    "reseed_globals": ["numpy", "random", "torch"],
+    "reseed_dataset_rngs": True,
+    "dataset_length": 100,
+    "batch_size": 10,
+    "drop_last": False,
+    "sampler": "sequential",
+    "world_size": 1,
+    "rank": 0,
+    "num_workers": 0,
+}
+
+
+def _never() -> Any:
+    raise AssertionError("must not be called here")
+
+
+def snapshot(
+    cursor: PassCursor,
+    yielded: int = 0,
+    finished: bool = False,
+    *,
+    workers_hold_state: bool = False,
+    worker_state: Any = _never,
+    offset_after: Any = None,
+    identity: dict[str, Any] = IDENTITY,
+) -> dict[str, Any]:
+    return dict(
+        cursor.snapshot(
+            identity,
+            lambda: (yielded, finished),
+            workers_hold_state=workers_hold_state,
+            worker_state=worker_state,
+            offset_after=offset_after,
+        )
+    )
+
+
+def test_a_new_cursor_is_at_the_start_of_epoch_0() -> None:
+    cursor = PassCursor()
+    assert cursor.epoch == 0
+    state = snapshot(cursor)
+    assert (state["epoch"], state["position"], state["finished"], state["serial"]) == (
+        0,
+        0,
+        False,
+        0,
+    )
+    assert state["format"] == FORMAT
+    assert state["version"] == VERSION
+    assert state["workers"] is None
+    assert state["offset"] is None
+
+
+def test_each_pass_after_the_first_is_the_next_epoch_with_a_new_serial() -> None:
+    cursor = PassCursor()
+    passes = [cursor.begin_pass(0, 1) for _ in range(3)]
+    assert [(p.epoch, p.serial) for p in passes] == [(0, 0), (1, 1), (2, 2)]
+    assert cursor.current is passes[-1]
+
+
+def test_set_epoch_makes_the_next_pass_run_that_epoch_from_its_start() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    cursor.set_epoch(5)
+    assert cursor.epoch == 5
+    assert cursor.begin_pass(0, 1) == Pass(epoch=5, serial=1, start=0, offset=0)
+    cursor.set_epoch(5)
+    assert cursor.begin_pass(0, 1).epoch == 5  # set_epoch again: the same epoch again
+
+
+@pytest.mark.parametrize(
+    ("epoch", "error", "match"),
+    [
+        (-1, ValueError, r"epoch must be in \[0, 4294967296\), got -1"),
+        (2**32, ValueError, "got 4294967296"),
+        (1.0, TypeError, "epoch must be an int, got 1.0 of type float"),
+        (True, TypeError, "epoch must be an int"),
+    ],
+)
+def test_set_epoch_rejects_what_is_not_an_epoch(
+    epoch: Any, error: type[Exception], match: str
+) -> None:
+    cursor = PassCursor()
+    with pytest.raises(error, match=match):
+        cursor.set_epoch(epoch)
+    assert cursor.epoch == 0
+
+
+def test_a_mid_pass_snapshot_counts_from_the_start_of_the_pass() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    state = snapshot(cursor, yielded=4)
+    assert (state["epoch"], state["position"], state["finished"], state["serial"]) == (
+        0,
+        4,
+        False,
+        0,
+    )
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=False)
+    current = resumed.begin_pass(0, 1)
+    assert (current.epoch, current.serial, current.start) == (0, 0, 4)
+    assert snapshot(resumed, yielded=2)["position"] == 6  # 4 restored + 2 yielded since
+
+
+def test_a_finished_pass_resumes_into_the_next_epoch() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    state = snapshot(cursor, yielded=10, finished=True)
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=False)
+    # Before iterating, the restored cursor reports the finished pass as it was saved.
+    assert snapshot(resumed) == state
+    assert resumed.begin_pass(0, 1) == Pass(epoch=1, serial=1)
+
+
+def test_a_restored_unstarted_state_snapshots_to_itself() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    state = snapshot(cursor, yielded=3)
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=False)
+    assert snapshot(resumed) == state
+
+
+def test_worker_state_is_taken_mid_pass_where_workers_hold_state_and_handed_on_once() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    workers = {"snapshot": [1, 2]}
+    state = snapshot(cursor, yielded=2, workers_hold_state=True, worker_state=lambda: workers)
+    assert state["workers"] == workers
+    # At the start of a pass and at its end there is nothing to take.
+    assert snapshot(cursor, yielded=0, workers_hold_state=True)["workers"] is None
+    assert snapshot(cursor, yielded=10, finished=True, workers_hold_state=True)["workers"] is None
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=True)
+    assert snapshot(resumed, workers_hold_state=True)["workers"] == workers
+    assert resumed.take_resume_workers() == workers
+    assert resumed.take_resume_workers() is None
+
+
+def test_set_epoch_after_a_restore_drops_the_restored_worker_state() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    state = snapshot(cursor, yielded=2, workers_hold_state=True, worker_state=lambda: {"w": 1})
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=True)
+    resumed.set_epoch(3)
+    assert resumed.take_resume_workers() is None
+    assert resumed.begin_pass(0, 1).start == 0
+
+
+def test_a_state_lacking_or_carrying_worker_state_where_it_should_not_is_refused() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    without = snapshot(cursor, yielded=2)
+    with pytest.raises(StateMismatchError, match="lacks worker state, which this loader needs"):
+        PassCursor().restore(without, IDENTITY, elastic=False, workers_hold_state=True)
+    with_workers = {**without, "workers": {"w": 1}}
+    with pytest.raises(StateMismatchError, match="carries worker state, which this loader does"):
+        PassCursor().restore(with_workers, IDENTITY, elastic=False, workers_hold_state=False)
+
+
+def test_sharded_offsets_come_from_the_pass_and_restore_into_the_next() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 2)
+
+    def offset_after(current: Pass, batches: int) -> int:
+        return current.offset + 20 * batches
+
+    state = snapshot(cursor, yielded=3, offset_after=offset_after)
+    assert state["offset"] == 60
+    assert snapshot(cursor, yielded=5, finished=True, offset_after=offset_after)["offset"] is None
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=True, workers_hold_state=False)
+    assert resumed.begin_pass(0, 2).offset == 60
+
+
+def test_a_rejected_restore_changes_nothing() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    good = snapshot(cursor, yielded=4)
+    target = PassCursor()
+    target.set_epoch(2)
+    before = snapshot(target)
+    for bad in (
+        {**good, "seed": 8},
+        {**good, "format": "other"},
+        {**good, "version": VERSION + 1},
+        {k: v for k, v in good.items() if k != "epoch"},
+    ):
+        with pytest.raises((StateMismatchError, StateVersionError)):
+            target.restore(bad, IDENTITY, elastic=False, workers_hold_state=False)
+        assert snapshot(target) == before
+
+
+def test_another_world_size_is_refused_unless_the_position_is_global() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 2)
+    state = snapshot(cursor, yielded=1, identity={**IDENTITY, "world_size": 2})
+    with pytest.raises(StateMismatchError, match="world_size: saved 2, this loader 1"):
+        PassCursor().restore(state, IDENTITY, elastic=False, workers_hold_state=False)
+    PassCursor().restore(state, IDENTITY, elastic=True, workers_hold_state=False)
+
+
+def _gathered(*parts: dict[str, Any]) -> dict[str, Any]:
+    return {"format": RANKS_FORMAT, "version": 1, "world_size": len(parts), "ranks": list(parts)}
+
+
+@pytest.mark.parametrize(("rank", "world_size", "expected"), [(1, 2, {"r": 1}), (2, 3, {"r": 0})])
+def test_pick_rank_takes_this_ranks_part_or_part_0_on_another_world_size(
+    rank: int, world_size: int, expected: dict[str, int]
+) -> None:
+    assert pick_rank(_gathered({"r": 0}, {"r": 1}), rank, world_size) == expected
+
+
+def test_pick_rank_passes_one_ranks_state_through_and_refuses_an_empty_gathering() -> None:
+    assert pick_rank({"format": FORMAT, "x": 1}, 0, 1) == {"format": FORMAT, "x": 1}
+    with pytest.raises(StateMismatchError, match="non-empty list 'ranks'"):
+        pick_rank(_gathered(), 0, 1)
+
+
+def test_a_gathered_state_restores_each_rank_from_its_own_part() -> None:
+    parts = []
+    for rank in range(2):
+        cursor = PassCursor()
+        cursor.begin_pass(rank, 2)
+        identity = {**IDENTITY, "rank": rank, "world_size": 2, "num_workers": 1}
+        parts.append(
+            snapshot(
+                cursor,
+                yielded=3 + rank,
+                identity=identity,
+                workers_hold_state=True,
+                worker_state=lambda rank=rank: {"rank": rank},
+            )
+        )
+    for rank in range(2):
+        identity = {**IDENTITY, "rank": rank, "world_size": 2, "num_workers": 1}
+        resumed = PassCursor()
+        resumed.restore(_gathered(*parts), identity, elastic=False, workers_hold_state=True)
+        assert resumed.take_resume_workers() == {"rank": rank}
+    # Worker state of rank 0 cannot resume rank 1 on another world size: refused by name.
+    identity = {**IDENTITY, "rank": 1, "world_size": 3, "num_workers": 1}
+    with pytest.raises(StateMismatchError, match="rank: saved 0, this loader 1"):
+        PassCursor().restore(_gathered(*parts), identity, elastic=False, workers_hold_state=True)
+
+
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("pass"), st.integers(0, 9), st.booleans()),
+            st.tuples(st.just("epoch"), st.integers(0, 50), st.just(False)),
+        ),
+        max_size=12,
+    )
+)
+def test_any_history_snapshots_to_a_state_that_restores_to_the_same_snapshot(
+    steps: list[tuple[str, int, bool]],
+) -> None:
+    cursor = PassCursor()
+    yielded, finished = 0, False
+    for kind, n, end in steps:
+        if kind == "pass":
+            cursor.begin_pass(0, 1)
+            yielded, finished = (10, True) if end else (n, False)
+        else:
+            cursor.set_epoch(n)
+    state = snapshot(cursor, yielded, finished)
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=False)
+    assert snapshot(resumed) == state
+    # ...and its next pass is the one the saved loader would have run next.
+    following = resumed.begin_pass(0, 1)
+    if state["finished"]:
+        assert (following.epoch, following.start) == (state["epoch"] + 1, 0)
+        assert following.serial == state["serial"] + 1
+    else:
+        assert (following.epoch, following.start) == (state["epoch"], state["position"])
+        assert following.serial == state["serial"]
