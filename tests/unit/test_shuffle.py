@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import pickle
+import tracemalloc
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils.data import Dataset
 
-from reproloader import SeededRandomSampler
+from reproloader import ReproLoader, SeededRandomSampler
 from reproloader._runtime.shuffle import BLOCK, MAX_N, EpochOrders, Shuffle, permuted, round_keys
 from reproloader.seeding import Purpose, SeedTree
 
@@ -133,3 +135,51 @@ def test_epoch_orders_keep_the_last_epoch_and_pickle_without_blocks() -> None:
     copy = pickle.loads(pickle.dumps(sampler))
     assert copy._orders._last is None
     assert list(copy) == list(sampler)
+
+
+class Indices(Dataset[int]):
+    """Item i is i; no storage, any length."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def test_a_batch_deep_in_a_huge_epoch_is_computed_without_building_the_epoch() -> None:
+    n, bs, k = 10**10, 16, 5 * 10**8
+    sampler = SeededRandomSampler(Indices(n), seed=11)
+    tracemalloc.start()
+    try:
+        batch = sampler.indices(0, k * bs, (k + 1) * bs)
+        first = next(iter(ReproLoader(Indices(n), batch_size=32, shuffle=True, seed=11)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(set(batch.tolist())) == bs
+    assert all(0 <= i < n for i in batch.tolist())
+    assert first.tolist() == sampler.indices(0, 0, 32).tolist()
+    assert peak < 16 * 2**20  # a block of indices, not 80 GB of them
+
+
+def test_the_loader_never_builds_a_whole_permutation(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the loader built a whole permutation")
+
+    monkeypatch.setattr(SeededRandomSampler, "permutation", refuse)
+    monkeypatch.setattr(SeedTree, "permutation", refuse)
+    expected = SeededRandomSampler(range(50), seed=4).order(0).indices(0, 50).tolist()
+    loader = ReproLoader(Indices(50), batch_size=8, shuffle=True, seed=4)
+    assert [i for b in loader for i in b.tolist()] == expected
+    per_sample = ReproLoader(Indices(50), batch_size=None, shuffle=True, seed=4)
+    assert [int(i) for i in per_sample] == expected
+    interrupted = ReproLoader(Indices(50), batch_size=8, shuffle=True, seed=4)
+    next(iter(interrupted))
+    state = interrupted.state_dict()
+    resumed = ReproLoader(Indices(50), batch_size=8, shuffle=True, seed=4)
+    resumed.load_state_dict(state)
+    assert [i for b in resumed for i in b.tolist()] == expected[8:]
