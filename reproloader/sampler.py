@@ -69,7 +69,9 @@ class SeededRandomSampler(RandomSampler):
         O(stop - start) time and memory, whatever the dataset's length. The array may
         be a read-only view of a cached block: copy it to modify it.
         """
-        return self.order(epoch).indices(start, stop)
+        # The hot path of shuffled loading: the epoch is checked where its keys are
+        # made (SeedTree.node), on the first call for it.
+        return self._orders.get(epoch, len(self.data_source)).indices(start, stop)
 
     def permutation(self, epoch: int | None = None) -> npt.NDArray[np.int64]:
         """The whole order of ``epoch`` (default: current) as one array.

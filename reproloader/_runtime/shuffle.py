@@ -181,18 +181,23 @@ class Shuffle:
 
     def indices(self, start: int, stop: int) -> Indices:
         """The indices at positions ``start .. stop - 1`` (read-only when cached)."""
+        first = start // BLOCK
+        if 0 <= start < stop <= self.n and (stop - 1) // BLOCK == first:
+            # The common case, a batch inside one block: one lookup and a slice.
+            block = self._blocks.get(first)
+            if block is None:
+                block = self._block(first)
+            offset = first * BLOCK
+            return block[start - offset : stop - offset]
         if not 0 <= start <= stop <= self.n:
             raise ValueError(f"need 0 <= start <= stop <= {self.n}, got {start}, {stop}")
-        if stop - start >= BLOCK:
-            return permuted(self.n, self.keys, np.arange(start, stop, dtype=np.uint64))
         if start == stop:
             return np.empty(0, dtype=np.int64)
-        first, last = start // BLOCK, (stop - 1) // BLOCK
-        head = self._block(first)
-        if first == last:
-            return head[start - first * BLOCK : stop - first * BLOCK]
-        tail = self._block(last)
-        return np.concatenate((head[start - first * BLOCK :], tail[: stop - last * BLOCK]))
+        if stop - start >= BLOCK:
+            return permuted(self.n, self.keys, np.arange(start, stop, dtype=np.uint64))
+        last = (stop - 1) // BLOCK
+        head = self._block(first)[start - first * BLOCK :]
+        return np.concatenate((head, self._block(last)[: stop - last * BLOCK]))
 
     def _block(self, number: int) -> Indices:
         block = self._blocks.get(number)
@@ -201,8 +206,8 @@ class Shuffle:
             stop = min(begin + BLOCK, self.n)
             block = permuted(self.n, self.keys, np.arange(begin, stop, dtype=np.uint64))
             block.flags.writeable = False
-            if len(self._blocks) >= 2:  # keep the block before, for ranges across a boundary
-                self._blocks.pop(min(self._blocks))
+            if len(self._blocks) >= 2:  # keep one more, for ranges across a boundary
+                self._blocks.pop(next(iter(self._blocks)))  # the older one
             self._blocks[number] = block
         return block
 
