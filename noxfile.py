@@ -61,7 +61,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Throughput and resume benchmarks against DataLoader, measured in one run."""
+    """Throughput, resume and scale benchmarks against DataLoader, measured in one run."""
     install(session, "bench")
     session.run("python", "benchmarks/run.py", *session.posargs)
 

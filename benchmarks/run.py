@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import plot  # imported after the path set-up above
 import resume
+import scale
 import throughput
 import unit_cost
 
@@ -23,6 +24,7 @@ def main() -> None:
     throughput.main(args)
     resume.main(["--n", "100000", "--reps", "2"] if quick else [])
     unit_cost.main(["--reps", "3"] if quick else [])
+    scale.main(["--quick"] if quick else [])
     plot.main()
 
 

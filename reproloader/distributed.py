@@ -3,7 +3,8 @@
 ``torch.distributed`` is imported lazily: a single-process user never pays for it.
 
 **Sharding** (``ReproLoader(..., shard=True)``): each epoch has one global order, a
-permutation derived from (seed, epoch) or ``range(n)``, the same on every rank. A
+shuffle keyed by (seed, epoch) or ``range(n)``, the same on every rank and computed a
+batch at a time (nothing of the dataset's size is built). A
 *global step* takes the next ``world_size * batch_size`` samples of it and rank ``r``
 takes its contiguous part. The loader's position is then a global one, the number of
 samples of the epoch already handed out across all ranks, so a checkpoint taken with
@@ -20,6 +21,8 @@ always pads.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Iterator, Sized
 from typing import Any
 
@@ -27,7 +30,8 @@ import numpy as np
 import numpy.typing as npt
 from torch.utils.data import DistributedSampler
 
-from reproloader.seeding import SeedTree
+from reproloader._runtime.shuffle import EpochOrders
+from reproloader.seeding import Purpose, SeedTree
 from reproloader.state import RANKS_FORMAT
 
 __all__ = ["ShardedSampler", "gather_state", "rank_and_world_size", "shard_steps"]
@@ -99,6 +103,7 @@ class ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
         self.drop_last = drop_last
         self.epoch = 0
         self._tree = SeedTree(seed)
+        self._orders = EpochOrders(functools.partial(self._tree.node, Purpose.SHUFFLE))
 
     @property
     def num_replicas(self) -> int:  # type: ignore[override]
@@ -115,11 +120,19 @@ class ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
         self.epoch = epoch
 
     def order(self, epoch: int) -> npt.NDArray[np.int64]:
-        """The epoch's global order, the same on every rank."""
-        n = len(self.data_source)
+        """The epoch's whole global order, the same on every rank.
+
+        A convenience that builds all ``n`` indices (O(n) memory); batches come from
+        :meth:`indices`, which computes only the positions asked for.
+        """
+        whole: npt.NDArray[np.int64] = self.indices(epoch, 0, len(self.data_source)).copy()
+        return whole
+
+    def indices(self, epoch: int, start: int, stop: int) -> npt.NDArray[np.int64]:
+        """Positions ``start .. stop - 1`` of the epoch's global order (possibly read-only)."""
         if self.shuffle:
-            return self._tree.permutation(epoch, n)
-        return np.arange(n, dtype=np.int64)
+            return self._orders.get(epoch, len(self.data_source)).indices(start, stop)
+        return np.arange(start, stop, dtype=np.int64)
 
     def steps(self, world_size: int, offset: int = 0) -> list[int]:
         """Global step sizes of the rest of the epoch from ``offset``."""
@@ -130,15 +143,22 @@ class ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
         self, epoch: int, rank: int, world_size: int, offset: int = 0
     ) -> Iterator[list[int]]:
         """This rank's batches of the rest of ``epoch`` from global ``offset``."""
-        order = self.order(epoch)
-        n = len(order)
+        n = len(self.data_source)
+        # The steps of shard_steps without its list: all full but the last one or two.
+        full = world_size * self.batch_size
+        remaining = n - offset
+        before_last = max(remaining // full - 1, 0)
+        last = shard_steps(
+            remaining - before_last * full, world_size, self.batch_size, self.drop_last
+        )
         start = offset
-        for size in self.steps(world_size, offset):
+        for size in itertools.chain(itertools.repeat(full, before_last), last):
             part = rank_part(start, size, rank, world_size)
             if len(part):
-                yield order[part.start : part.stop].tolist()
+                yield self.indices(epoch, part.start, part.stop).tolist()
             else:  # fewer samples left than ranks: pad from the start, as DistributedSampler does
-                yield [int(order[(rank - size) % n])]
+                pad = (rank - size) % n
+                yield self.indices(epoch, pad, pad + 1).tolist()
             start += size
 
     def __iter__(self) -> Iterator[int]:

@@ -35,6 +35,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from reproloader._runtime.shuffle import permuted, round_keys
+
 __all__ = [
     "MAX_PATH_ELEMENT",
     "MAX_SEED",
@@ -66,7 +68,7 @@ class Purpose(enum.IntEnum):
     BATCH = 1  # (epoch, rank); unit: batch index in the epoch
     SAMPLE = 2  # (epoch,); unit: dataset index, so no rank or batch size enters
     WORKER = 3  # (epoch, rank); unit: worker id, one continuous stream per worker
-    SHUFFLE = 4  # (epoch,); the epoch's permutation of the dataset
+    SHUFFLE = 4  # (epoch,); keys of the epoch's shuffle bijection (reproloader._runtime.shuffle)
     SAMPLER = 5  # (epoch, rank); unit 0: RNGs of samplers the user passed in
     WORKER_INIT = 6  # (epoch, rank); unit: worker id, seeds a worker before worker_init_fn
     ITER_BATCH = 7  # (epoch, rank, worker); unit: batch index in that worker's stream
@@ -194,9 +196,18 @@ class SeedTree:
         return key
 
     def permutation(self, epoch: int, n: int) -> npt.NDArray[np.int64]:
-        """The epoch's permutation of ``range(n)``: the same on every rank and worker."""
-        gen = np.random.Generator(np.random.PCG64(self.node(Purpose.SHUFFLE, epoch)))
-        return gen.permutation(n)
+        """The epoch's whole shuffle order of ``range(n)``: the same on every rank and worker.
+
+        A convenience that builds all ``n`` indices (O(n) time and memory). The
+        loader never calls it: it computes the indices of each batch alone, from the
+        same keyed bijection (:mod:`reproloader._runtime.shuffle`).
+
+        .. versionchanged:: 0.1
+           A keyed Feistel bijection replaces ``Generator(PCG64(node)).permutation(n)``:
+           orders differ from earlier releases (state format version 2).
+        """
+        keys = round_keys(self.node(Purpose.SHUFFLE, epoch))
+        return permuted(n, keys, np.arange(n, dtype=np.int64))
 
 
 class UnitStreams:

@@ -21,7 +21,7 @@ from reproloader.exceptions import StateMismatchError, StateVersionError
 __all__ = ["FORMAT", "RANKS_FORMAT", "VERSION", "LoaderState", "check_compatible", "upgrade"]
 
 FORMAT: Final = "reproloader.ReproLoader"
-VERSION: Final = 1
+VERSION: Final = 2
 
 RANKS_FORMAT: Final = "reproloader.ReproLoader/ranks"
 """The format of a state gathered from every rank (``distributed.gather_state``):
@@ -44,11 +44,14 @@ IDENTITY_FIELDS: Final = (
 
 
 class LoaderState(TypedDict):
-    """What ``ReproLoader.state_dict()`` returns (format version 1).
+    """What ``ReproLoader.state_dict()`` returns (format version 2).
+
+    Version 2 has the fields of version 1; it marks the shuffle order of
+    :mod:`reproloader._runtime.shuffle` (see :func:`upgrade`).
 
     Attributes:
         format: always ``"reproloader.ReproLoader"``.
-        version: the format version, 1.
+        version: the format version, 2.
         seed: the loader's root seed.
         rng_scope: ``"batch"``, ``"sample"`` or ``"worker"``.
         reseed_globals: sorted names of the reseeded global RNGs.
@@ -97,8 +100,16 @@ class LoaderState(TypedDict):
 def upgrade(state: Mapping[str, Any]) -> LoaderState:
     """Check the format and version of a state; convert older versions to this one.
 
+    Version 2 changed the shuffle order (a keyed bijection replaced a materialized
+    permutation). A version-1 state of a shuffled sampler (``"shuffle"``,
+    ``"shuffle(seed=...)"``, ``"sharded, shuffle"``) taken mid-epoch is refused: the
+    rest of its epoch in the new order would repeat some samples and skip others.
+    Taken at an epoch's end or before its first batch it loads (no order is half
+    used); so do version-1 states of unshuffled samplers, whose batches are the same.
+
     Raises:
-        StateVersionError: not a ReproLoader state, or from a newer release.
+        StateVersionError: not a ReproLoader state, from a newer release, or a
+            version-1 state mid-way through a shuffled epoch.
     """
     if not isinstance(state, Mapping) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
@@ -118,7 +129,23 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
     missing = sorted(set(LoaderState.__annotations__) - set(state))
     if missing:
         raise StateVersionError(f"ReproLoader state (version {version}) lacks fields {missing}")
-    return dict(state)  # type: ignore[return-value]
+    if version == 1:
+        sampler, epoch = state["sampler"], state["epoch"]
+        shuffled = sampler in ("shuffle", "sharded, shuffle") or str(sampler).startswith(
+            "shuffle(seed="
+        )
+        mid_epoch = not state["finished"] and (state["position"] > 0 or bool(state["offset"]))
+        if shuffled and mid_epoch:
+            raise StateVersionError(
+                f"cannot resume this state: it has format version 1 and was taken mid-way "
+                f"through epoch {epoch} of a shuffled sampler ({sampler!r}); version 2 "
+                "shuffles epochs in a different order, so the rest of this epoch would "
+                "repeat some samples and skip others. Finish epoch "
+                f"{epoch} with the reproloader release that wrote the state and resume from "
+                f"a state taken at its end, or restart epoch {epoch}: call "
+                f"loader.set_epoch({epoch}) instead of load_state_dict."
+            )
+    return {**state, "version": VERSION}  # type: ignore[typeddict-item]
 
 
 def check_compatible(

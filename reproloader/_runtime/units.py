@@ -1,8 +1,9 @@
 """The index sampler a ReproLoader's iterators draw from: one *unit* per batch.
 
 For the samplers ReproLoader makes itself (sequential, or :class:`SeededRandomSampler`
-for ``shuffle=True``) batch ``k`` is computed directly, a slice of a range or of
-the epoch's permutation, so starting a pass at batch ``k`` costs nothing extra. A
+for ``shuffle=True``) batch ``k`` is computed directly, a slice of a range or
+positions ``k * bs ..`` of the epoch's shuffle order (computed for those positions
+only), so starting a pass at batch ``k`` costs nothing extra. A
 sampler or batch sampler the user passed in is iterated as it is, skipping the
 batches before ``k`` without loading them; it runs with its own seeded global RNG
 states (see :class:`SamplerRngs`), so samplers that draw from torch's global RNG,
@@ -21,6 +22,7 @@ from torch.utils.data import SequentialSampler
 from reproloader._runtime.cursor import Pass, PassCursor
 from reproloader._runtime.isolation import Isolation
 from reproloader._runtime.rngs import AttributeRngs, GlobalRngs, find_rngs
+from reproloader._runtime.shuffle import BLOCK
 from reproloader._runtime.wrappers import Unit
 from reproloader.distributed import ShardedSampler
 from reproloader.sampler import SeededRandomSampler
@@ -157,24 +159,28 @@ class UnitSampler(Iterable[Unit]):
                 yield epoch, serial, k, batch
             return
         n = len(self._sampler)
-        if self._fast == "permutation":
-            assert isinstance(self._sampler, SeededRandomSampler)
-            order: Any = self._sampler.permutation(epoch)
-        else:
-            order = range(n)
+        order = range(n)
         bs = self._batch_size
+        if self._fast == "permutation":
+            # Positions of the epoch's shuffle order, computed for the batch alone.
+            assert isinstance(self._sampler, SeededRandomSampler)
+            indices = self._sampler.indices
+            if bs is None:
+                for block in range(current.start, n, BLOCK):
+                    chunk = indices(epoch, block, min(block + BLOCK, n)).tolist()
+                    for k, index in enumerate(chunk, start=block):
+                        yield epoch, serial, k, index
+                return
         if bs is None:
-            if self._fast == "permutation":
-                for k in range(current.start, n):
-                    yield epoch, serial, k, order.item(k)
-            else:
-                for k in range(current.start, n):
-                    yield epoch, serial, k, k
+            for k in range(current.start, n):
+                yield epoch, serial, k, k
             return
         count = n // bs if self._drop_short else -(-n // bs)
         for k in range(current.start, count):
-            chunk = order[k * bs : (k + 1) * bs]
-            yield epoch, serial, k, chunk.tolist() if self._fast == "permutation" else list(chunk)
+            if self._fast == "permutation":
+                yield epoch, serial, k, indices(epoch, k * bs, min((k + 1) * bs, n)).tolist()
+            else:
+                yield epoch, serial, k, list(order[k * bs : (k + 1) * bs])
 
     def _iterate(self, current: Pass) -> Iterator[Unit]:
         epoch, serial = current.epoch, current.serial

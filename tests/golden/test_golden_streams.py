@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reproloader import ReproLoader
+from reproloader import ReproLoader, SeededRandomSampler
 from reproloader.seeding import Lane, Purpose, SeedTree, UnitStreams
 from tests.datasets import AllSources, Stream
 
@@ -40,15 +40,27 @@ def test_unit_generator_is_pinned() -> None:
     assert rng.integers(0, 2**32, 4).tolist() == [706656809, 3611054516, 2315816564, 788769238]
 
 
+# Shuffle orders: the keyed Feistel bijection of reproloader._runtime.shuffle (state
+# format version 2; version 1 used Generator(PCG64(node)).permutation(n)).
 def test_shuffle_permutation_is_pinned() -> None:
-    assert SeedTree(SEED).permutation(5, 10).tolist() == [0, 3, 1, 9, 5, 8, 2, 7, 6, 4]
+    assert SeedTree(SEED).permutation(5, 10).tolist() == [0, 6, 3, 7, 8, 4, 9, 2, 1, 5]
 
 
-# Through the loader: [index, random, numpy global, torch, context rng, dataset's own rng]
+def test_shuffle_of_a_huge_epoch_is_pinned() -> None:
+    sampler = SeededRandomSampler(range(10**10), seed=SEED)
+    assert sampler.indices(5, 0, 4).tolist() == [2343006362, 3628220561, 8950168226, 8040305930]
+    assert sampler.indices(5, 8 * 10**9, 8 * 10**9 + 2).tolist() == [4100308274, 4592919018]
+    assert sampler.indices(5, 10**10 - 2, 10**10).tolist() == [5472433899, 195650722]
+
+
+# Through the loader: [index, random, numpy global, torch, context rng, dataset's own rng].
+# Version 2's shuffle puts sample 7 first where version 1 had sample 1; batch and
+# worker scope streams belong to the batch, so only the index changed; in sample
+# scope the first row is sample 7's own stream, as version 1 gave it in batch 1.
 LOADER_GOLDEN = {
     "batch": [
         [
-            1.0,
+            7.0,
             0.9131525900181099,
             0.7034171971242786,
             0.5123124718666077,
@@ -66,12 +78,12 @@ LOADER_GOLDEN = {
     ],
     "sample": [
         [
-            1.0,
-            0.7462764018512893,
-            0.16553139916275972,
-            0.7625266313552856,
-            0.08624158053313258,
-            0.14049869390290415,
+            7.0,
+            0.7215307050178882,
+            0.6239078822589844,
+            0.6691524982452393,
+            0.49437888937660324,
+            0.48690122924925294,
         ],
         [
             4.0,
@@ -84,7 +96,7 @@ LOADER_GOLDEN = {
     ],
     "worker": [
         [
-            1.0,
+            7.0,
             0.4893540078530647,
             0.6360037735418129,
             0.2653467059135437,

@@ -180,3 +180,32 @@ def test_shard_attribute_and_sampler() -> None:
     assert loader.shard is True
     assert isinstance(loader.sampler, ShardedSampler)
     assert len(list(loader.sampler)) == N
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 5])
+@pytest.mark.parametrize("n", [1, 2, 7, 37, 100])
+def test_rank_batches_are_stretches_of_the_global_order(
+    monkeypatch: pytest.MonkeyPatch, world_size: int, n: int
+) -> None:
+    sampler = ShardedSampler(range(n), seed=9, shuffle=True, batch_size=3, drop_last=False)
+    whole = sampler.order(1).tolist()
+    monkeypatch.setattr(ShardedSampler, "order", None)  # batches never build the whole order
+    per_rank = [list(sampler.rank_batches(1, rank, world_size)) for rank in range(world_size)]
+    steps = sampler.steps(world_size)
+    assert {len(batches) for batches in per_rank} == {len(steps)}
+    start = 0
+    for k, size in enumerate(steps):
+        step = [i for batches in per_rank for i in batches[k]]
+        if size >= world_size:
+            assert step == whole[start : start + size]
+        start += size
+    assert sorted({i for batches in per_rank for b in batches for i in b}) == list(range(n))
+
+
+def test_a_step_deep_in_a_huge_sharded_epoch_needs_no_whole_order() -> None:
+    n = 10**10
+    sampler = ShardedSampler(range(n), seed=9, shuffle=True, batch_size=32, drop_last=False)
+    offset = 9 * 10**9
+    batches = [next(sampler.rank_batches(0, rank, 4, offset)) for rank in range(4)]
+    assert [i for b in batches for i in b] == sampler.indices(0, offset, offset + 128).tolist()
+    assert len({i for b in batches for i in b}) == 128

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reproloader import ReproLoader, StateError, StateMismatchError, StateVersionError
-from reproloader.state import VERSION
+from reproloader.state import VERSION, upgrade
 from tests.datasets import AllSources, Stream
 
 
@@ -166,3 +166,52 @@ def test_iterable_dataset_state_carries_worker_positions() -> None:
     assert state["sampler"] == "iterable"
     assert state["dataset_length"] is None
     assert state["workers"] is not None
+
+
+def version_1(state: dict[str, Any]) -> dict[str, Any]:
+    """A state as release 0.1.0.dev0 (format version 1, the PCG64 shuffle) wrote it."""
+    return {**state, "version": 1}
+
+
+def test_version_1_state_mid_way_through_a_shuffled_epoch_is_refused() -> None:
+    state = version_1(mid_epoch_state())
+    message = (
+        "cannot resume this state: it has format version 1 and was taken mid-way through "
+        "epoch 0 of a shuffled sampler ('shuffle'); version 2 shuffles epochs in a different "
+        "order, so the rest of this epoch would repeat some samples and skip others. Finish "
+        "epoch 0 with the reproloader release that wrote the state and resume from a state "
+        "taken at its end, or restart epoch 0: call loader.set_epoch(0) instead of "
+        "load_state_dict."
+    )
+    with pytest.raises(StateVersionError, match=re.escape(message)):
+        loader().load_state_dict(state)
+    for kind in ("sharded, shuffle", "shuffle(seed=3)"):
+        with pytest.raises(StateVersionError, match=re.escape(f"shuffled sampler ({kind!r})")):
+            upgrade({**state, "sampler": kind})
+
+
+def test_version_1_shuffled_state_at_an_epoch_boundary_loads() -> None:
+    source = loader()
+    for _ in source:
+        pass
+    finished = version_1(source.state_dict())
+    assert upgrade(finished)["version"] == VERSION
+    resumed = loader()
+    resumed.load_state_dict(finished)
+    fresh = loader()
+    fresh.set_epoch(1)
+    assert torch.equal(next(iter(resumed)), next(iter(fresh)))
+    before_first = version_1(loader().state_dict())
+    loader().load_state_dict(before_first)  # no batch handed out: nothing to refuse
+
+
+def test_version_1_state_of_an_unshuffled_loader_resumes() -> None:
+    source = ReproLoader(AllSources(20), batch_size=4, seed=5)
+    it = iter(source)
+    next(it)
+    state = version_1(source.state_dict())
+    rest = list(it)
+    resumed = ReproLoader(AllSources(20), batch_size=4, seed=5)
+    resumed.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(resumed, rest, strict=True))
+    assert upgrade(state)["version"] == VERSION

@@ -1,0 +1,240 @@
+"""A keyed bijection on ``[0, n)``: an epoch's shuffle order, computed a batch at a time.
+
+``permuted(n, keys, positions)`` gives the indices at ``positions`` of the order, as
+vectorized numpy ``uint64`` arithmetic, in time and memory proportional to
+``len(positions)``: nothing of size ``n`` is ever built, so a 10**10-sample epoch
+starts (or resumes) at any position at once.
+
+Design: a Feistel network over the two-dimensional domain ``Z_a x Z_b``, with
+cycle-walking.
+
+- ``a = ceil(sqrt(n))``, ``b = ceil(n / a)``, so ``n <= a * b < n + a``. A position
+  ``x`` is the pair ``(L, R) = divmod(x, b)``. Each round maps ``(L, R)`` in
+  ``Z_a x Z_b`` to ``(R, (L + F_r(R)) mod a)`` in ``Z_b x Z_a``: the halves swap and
+  with them the moduli (the alternating-radix Feistel of NIST's FF1). Whatever the
+  round function ``F_r``, a round is a bijection (its inverse subtracts ``F_r``), so
+  the network is one on ``[0, a * b)``. Using ``Z_a x Z_b`` rather than the smallest
+  power-of-two domain keeps the domain within ``a`` (about ``sqrt(n)``) of ``n``.
+- **Cycle-walking** turns it into a bijection on ``[0, n)``: a result ``>= n`` is fed
+  through the network again until it lands below ``n``. Following the network's
+  cycle from a position below ``n`` reaches the next element below ``n`` of that
+  cycle, and distinct starting points reach distinct ones, so this is a permutation
+  of ``[0, n)``. A step leaves the range with probability ``(a*b - n) / (a*b)``, below
+  ``1 / b`` (about ``1 / sqrt(n)``), so almost every position needs one pass; the loop
+  runs again only over the few that left the range.
+- **Round function**: ``F_r(R) = (hi32(mix(R ^ k_r)) * m) >> 32``, where ``k_r`` is
+  round ``r``'s 64-bit key, ``mix`` is the xorshift-multiply finalizer of SplitMix64
+  (a bijection on 64-bit words with full avalanche; its last xorshift, which only
+  folds high bits into low ones, is left out because only the high 32 bits are used),
+  and the multiply-shift maps those 32 bits onto ``[0, m)`` (bias below ``m / 2**32``). Luby and Rackoff
+  showed four rounds of independent pseudorandom functions give a strong pseudorandom
+  permutation; the network runs :data:`ROUNDS` rounds, each with its own key, for
+  margin. This is about statistical quality (no position predicts its index), not
+  secrecy: it is not a cipher.
+- **Keys** are :data:`ROUNDS` words from the epoch's seed-tree node
+  ``SeedTree(seed).node(Purpose.SHUFFLE, epoch)``: derived, never added, so the order
+  is a pure function of ``(seed, epoch, n)``, the same on every rank and worker.
+
+:class:`Shuffle` binds ``n`` and the keys of one epoch and caches the blocks of
+:data:`BLOCK` positions last computed, so cutting that epoch into small batches costs
+one vectorized pass per block instead of one per batch; :class:`EpochOrders` keeps a
+sampler's current one.
+
+Changing anything here changes the order users get: ``tests/golden`` pins it and a
+change needs a ``stream`` changelog entry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["BLOCK", "MAX_N", "ROUNDS", "EpochOrders", "Shuffle", "permuted", "round_keys"]
+
+ROUNDS: Final = 6
+"""Feistel rounds; each has its own 64-bit key."""
+
+MAX_N: Final = 2**62
+"""Largest supported ``n``: both halves stay below ``2**32``."""
+
+BLOCK: Final = 8192
+"""Positions :class:`Shuffle` computes at once for small ranges (and caches)."""
+
+# SplitMix64's finalizer (Steele, Lea and Flood 2014): xorshift-multiply steps.
+_M1: Final = np.uint64(0xBF58476D1CE4E5B9)
+_M2: Final = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S32 = (np.uint64(s) for s in (30, 27, 32))
+
+Indices = npt.NDArray[np.int64]
+Words = npt.NDArray[np.uint64]
+
+
+def round_keys(node: np.random.SeedSequence) -> Words:
+    """The :data:`ROUNDS` round keys of a seed-tree node (``(SHUFFLE, epoch)``)."""
+    keys: Words = node.generate_state(ROUNDS, np.uint64)  # type: ignore[assignment]
+    keys.flags.writeable = False
+    return keys
+
+
+def _sides(n: int) -> tuple[int, int]:
+    """``(a, b)`` with ``a = ceil(sqrt(n))`` and ``b = ceil(n / a)``: ``n <= a * b < n + a``."""
+    a = math.isqrt(n - 1) + 1 if n > 1 else 1
+    return a, max(1, -(-n // a))
+
+
+def _network(x: Words, keys: Words, a: np.uint64, b: np.uint64) -> Words:
+    """One pass of the Feistel network over ``[0, a * b)``, in place where it can be.
+
+    Every step is a whole-array ufunc writing into preallocated buffers: at a few
+    thousand positions the arithmetic, not numpy's per-call overhead, is the cost.
+    """
+    left = x // b
+    right = x - left * b
+    f = np.empty_like(x)
+    t = np.empty_like(x)
+    moduli = (a, b)
+    for r in range(ROUNDS):
+        modulus = moduli[r % 2]  # left lives in Z_a on even rounds, Z_b on odd ones
+        # f = F_r(right): keyed SplitMix64 mixing, then its high 32 bits scaled to the modulus
+        np.bitwise_xor(right, keys[r], out=f)
+        np.right_shift(f, _S30, out=t)
+        f ^= t
+        f *= _M1
+        np.right_shift(f, _S27, out=t)
+        f ^= t
+        f *= _M2
+        f >>= _S32
+        f *= modulus  # < 2**32 * 2**32: no wrap-around
+        f >>= _S32
+        # left = (left + f) mod modulus: both are below it, and where the sum is too,
+        # sum - modulus wraps around to a huge uint64, so the minimum is the residue.
+        left += f
+        np.subtract(left, modulus, out=t)
+        np.minimum(left, t, out=left)
+        left, right = right, left
+    # After an even number of rounds the halves are back in Z_a x Z_b.
+    left *= b
+    left += right
+    return left
+
+
+def permuted(n: int, keys: Words, positions: npt.ArrayLike) -> Indices:
+    """The indices at ``positions`` of the order ``keys`` gives ``[0, n)``.
+
+    Args:
+        n: the size of the domain, in ``[0, 2**62]``.
+        keys: :func:`round_keys` of the epoch's node.
+        positions: ints in ``[0, n)`` (any shape).
+
+    Returns:
+        An int64 array of the shape of ``positions``: distinct positions give
+        distinct indices, and ``positions = arange(n)`` gives a permutation.
+
+    Raises:
+        ValueError: ``n`` out of range, or a position outside ``[0, n)``.
+    """
+    if not 0 <= n <= MAX_N:
+        raise ValueError(f"n must be in [0, {MAX_N}], got {n}")
+    pos = np.asarray(positions)
+    if pos.size and (pos.min() < 0 or pos.max() >= n):
+        raise ValueError(f"positions must be in [0, {n}), got values in [{pos.min()}, {pos.max()}]")
+    if n <= 1:
+        return pos.astype(np.int64)
+    a, b = _sides(n)
+    ua, ub, un = np.uint64(a), np.uint64(b), np.uint64(n)
+    x = _network(pos.astype(np.uint64).ravel(), keys, ua, ub)
+    out = np.flatnonzero(x >= un)
+    while out.size:  # cycle-walking, only over the elements still out of range
+        walked = _network(x[out], keys, ua, ub)
+        x[out] = walked
+        out = out[walked >= un]
+    return x.view(np.int64).reshape(pos.shape)
+
+
+class Shuffle:
+    """One epoch's order of ``[0, n)``: ``indices(start, stop)`` at any positions.
+
+    Ranges shorter than :data:`BLOCK` are cut from a cached block of
+    :data:`BLOCK` aligned positions, so consecutive small batches share one
+    vectorized computation. Memory: two blocks, whatever ``n``.
+
+    Args:
+        n: the number of samples.
+        keys: :func:`round_keys` of the epoch's node.
+    """
+
+    __slots__ = ("_blocks", "keys", "n")
+
+    def __init__(self, n: int, keys: Words) -> None:
+        if not 0 <= n <= MAX_N:
+            raise ValueError(f"n must be in [0, {MAX_N}], got {n}")
+        self.n = n
+        self.keys = keys
+        self._blocks: dict[int, Indices] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def indices(self, start: int, stop: int) -> Indices:
+        """The indices at positions ``start .. stop - 1`` (read-only when cached)."""
+        first = start // BLOCK
+        if 0 <= start < stop <= self.n and (stop - 1) // BLOCK == first:
+            # The common case, a batch inside one block: one lookup and a slice.
+            block = self._blocks.get(first)
+            if block is None:
+                block = self._block(first)
+            offset = first * BLOCK
+            return block[start - offset : stop - offset]
+        if not 0 <= start <= stop <= self.n:
+            raise ValueError(f"need 0 <= start <= stop <= {self.n}, got {start}, {stop}")
+        if start == stop:
+            return np.empty(0, dtype=np.int64)
+        if stop - start >= BLOCK:
+            return permuted(self.n, self.keys, np.arange(start, stop, dtype=np.uint64))
+        last = (stop - 1) // BLOCK
+        head = self._block(first)[start - first * BLOCK :]
+        return np.concatenate((head, self._block(last)[: stop - last * BLOCK]))
+
+    def _block(self, number: int) -> Indices:
+        block = self._blocks.get(number)
+        if block is None:
+            begin = number * BLOCK
+            stop = min(begin + BLOCK, self.n)
+            block = permuted(self.n, self.keys, np.arange(begin, stop, dtype=np.uint64))
+            block.flags.writeable = False
+            if len(self._blocks) >= 2:  # keep one more, for ranges across a boundary
+                self._blocks.pop(next(iter(self._blocks)))  # the older one
+            self._blocks[number] = block
+        return block
+
+
+class EpochOrders:
+    """A sampler's orders, one per epoch, keyed by ``node(epoch)``; the last one is kept.
+
+    Args:
+        node: the seed-tree node of an epoch's order, e.g.
+            ``functools.partial(tree.node, Purpose.SHUFFLE)``.
+    """
+
+    __slots__ = ("_last", "_node")
+
+    def __init__(self, node: Callable[[int], np.random.SeedSequence]) -> None:
+        self._node = node
+        self._last: tuple[int, Shuffle] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Cached blocks are per process; a copy rebuilds what it uses.
+        return (EpochOrders, (self._node,))
+
+    def get(self, epoch: int, n: int) -> Shuffle:
+        """The order of ``[0, n)`` for ``epoch``."""
+        last = self._last
+        if last is not None and last[0] == epoch and last[1].n == n:
+            return last[1]
+        shuffle = Shuffle(n, round_keys(self._node(epoch)))
+        self._last = (epoch, shuffle)
+        return shuffle
