@@ -111,6 +111,9 @@ def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> None:
             file.write(_HEADER.pack(MAGIC, FORMAT_VERSION, writer.length, writer.digest()))
             file.flush()
             os.fsync(file.fileno())
+            if os.name == "posix":  # rename while the lock is held
+                os.replace(temporary, target)
+        if os.name != "posix":  # Windows renames no open file
             os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
@@ -165,12 +168,7 @@ def _load_verified(source: Path, head: bytes, file: IO[bytes]) -> Any:
             f"cannot load checkpoint {source}: the file is truncated: it has {len(head)} "
             f"bytes, fewer than the {_HEADER.size}-byte header; {_FIX_DAMAGED}"
         )
-    magic, version, length, digest = _HEADER.unpack(head)
-    if magic != MAGIC:  # a prefix of the magic followed by other bytes
-        raise CheckpointError(
-            f"cannot load checkpoint {source}: it is not a checkpoint: it starts with "
-            f"{magic!r}, expected {MAGIC!r}; check the path"
-        )
+    _, version, length, digest = _HEADER.unpack(head)  # the magic matched
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"cannot load checkpoint {source}: its format version is {version}, this "
