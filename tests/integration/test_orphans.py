@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -83,3 +84,45 @@ def test_workers_started_by_a_thread_that_ends_keep_serving_the_next_epoch(
     # of an iterator started in a short-lived thread must not get it.
     out = run_script(PARENT, "fork", str(tmp_path), "thread", timeout=120)
     assert out.split() == ["4", "4"]
+
+
+# A parent that starts a child and dies at once; the child waits until it has been
+# reparented, and only then asks for the parent-death signal: too late for the signal.
+LATE_CHILD = textwrap.dedent(
+    """
+    import multiprocessing, os, sys, time
+    from pathlib import Path
+    from reproloader._runtime.lifetime import die_with_parent
+
+    def child(directory):
+        parent = multiprocessing.parent_process().pid
+        while os.getppid() == parent:
+            time.sleep(0.01)
+        die_with_parent()
+        Path(directory, "survived").write_text(str(os.getpid()))
+
+    if __name__ == "__main__":
+        process = multiprocessing.get_context(sys.argv[2]).Process(target=child, args=(sys.argv[1],))
+        process.start()
+        Path(sys.argv[1], "child.pid").write_text(str(process.pid))
+        os._exit(0)
+    """
+)
+
+
+@pytest.mark.parametrize("method", METHODS[:2])
+def test_a_worker_whose_parent_died_before_it_set_the_signal_kills_itself(
+    tmp_path: Path, method: str
+) -> None:
+    script = tmp_path / "late_child.py"
+    script.write_text(LATE_CHILD)
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path), method], cwd=ROOT, check=True, timeout=60
+    )
+    pid = int((tmp_path / "child.pid").read_text())
+    try:
+        assert wait_for(lambda: not alive(pid), 60), "the orphaned child is still running"
+        assert not (tmp_path / "survived").exists()
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
