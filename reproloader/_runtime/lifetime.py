@@ -6,7 +6,7 @@ blocked call outlives a parent killed with SIGKILL, forever if it never returns.
 Linux, :func:`die_with_parent` asks the kernel to SIGKILL the worker the moment its
 parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); elsewhere it does nothing.
 
-Two details of that signal shape the code:
+Three details of that signal shape the code:
 
 - It only covers deaths after it is set. A parent killed while the worker was still
   starting is caught by checking, once it is set, that the parent is still there.
