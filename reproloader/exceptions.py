@@ -5,6 +5,7 @@ Every exception also inherits from the builtin it is closest to, so existing
 
     ReproError
     ├── ContextError (RuntimeError)      get_context() called outside a ReproLoader unit
+    ├── CheckpointError (ValueError)     an empty, truncated, damaged or foreign checkpoint file
     ├── ConfigError (ValueError)         a setting that cannot work together with another
     └── StateError (ValueError)          a state_dict that cannot be resumed here
         ├── StateMismatchError           saved and current loader differ (lists every field)
@@ -14,6 +15,7 @@ Every exception also inherits from the builtin it is closest to, so existing
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "ContextError",
     "ReproError",
@@ -29,6 +31,13 @@ class ReproError(Exception):
 
 class ContextError(ReproError, RuntimeError):
     """``get_context()`` was called where no ReproLoader unit is being produced."""
+
+
+class CheckpointError(ReproError, ValueError):
+    """A file ``load_checkpoint`` refuses: empty, truncated, damaged, or not a checkpoint.
+
+    The message names the path, what is wrong and one fix.
+    """
 
 
 class ConfigError(ReproError, ValueError):

@@ -21,6 +21,7 @@ import torch.utils.data
 from torch.utils.data import Dataset, IterableDataset
 
 from reproloader._runtime.bridge import show_user_dataset_to_worker
+from reproloader._runtime.lifetime import die_with_parent
 from reproloader._runtime.producer import Plan, Producer
 from reproloader.exceptions import ConfigError
 from reproloader.seeding import worker_init_stream
@@ -300,6 +301,7 @@ class WorkerInit:
         self.user_fn = user_fn
 
     def __call__(self, worker_id: int) -> None:
+        die_with_parent()
         info = torch.utils.data.get_worker_info()
         assert info is not None, "WorkerInit runs in DataLoader workers only"
         wrapper: MapWrapper | IterableWrapper = info.dataset  # type: ignore[assignment]
