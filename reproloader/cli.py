@@ -110,6 +110,8 @@ def _load_config(path: str) -> Any:
         text = str(error)
         if text.startswith("environment variable"):
             fix = "correct or unset that REPROLOADER_* variable (the fields: docs/determinism.md)"
+        elif text.startswith("cannot read a config"):
+            fix = "give a .toml or .json file (or a pyproject.toml with [tool.reproloader])"
         elif text.startswith("config file") and ", field " not in text.partition(":")[0]:
             fix = f"correct {path}: a .toml or .json table of ReproConfig fields"
         else:

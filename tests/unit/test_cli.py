@@ -315,7 +315,7 @@ def test_an_audit_that_runs_exits_0_or_1_not_2(
             "seed: 1\n",
             {},
             "cannot read a config from {path}: use a .json or .toml file",
-            "correct that value (ReproConfig's fields and values: docs/determinism.md)",
+            "give a .toml or .json file (or a pyproject.toml with [tool.reproloader])",
         ),
         (
             "c.toml",
