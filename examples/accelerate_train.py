@@ -1,5 +1,8 @@
 """Hugging Face accelerate with a ReproLoader, resumable mid-epoch through save_state/load_state.
 
+Needs accelerate: ``pip install 'reproloader[accelerate]'`` (from a clone:
+``pip install -e '.[accelerate]'``).
+
     python examples/accelerate_train.py --dir /tmp/acc                   # 30 steps
     python examples/accelerate_train.py --dir /tmp/acc2 --stop-after 13  # save_state, stop
     python examples/accelerate_train.py --dir /tmp/acc2 --resume         # load_state, continue
@@ -19,12 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import Dataset
 
 from reproloader import ReproLoader
 from reproloader.checkpoint import capture_rng_state, restore_rng_state
+
+try:
+    from accelerate import Accelerator
+except ModuleNotFoundError as missing:
+    if missing.name is None or missing.name.partition(".")[0] != "accelerate":
+        raise
+    sys.exit(
+        "accelerate_train.py needs accelerate, which is not installed: "
+        "pip install 'reproloader[accelerate]' (from a clone: pip install -e '.[accelerate]')"
+    )
 
 
 class NoisyRegression(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -81,11 +93,19 @@ def train(directory: Path, steps: int, stop_after: int | None, resume: bool) -> 
                 break
         if progress.step == stop_after:
             accelerator.save_state(str(directory / "state"))
+            accelerator.print(
+                f"stopped after step {progress.step}, epoch {loader.epoch}, as asked "
+                f"(--stop-after); state saved in {directory / 'state'}\n"
+                f"continue with: python examples/accelerate_train.py --dir {directory} --resume"
+            )
             return
     if accelerator.is_main_process:
         weights = accelerator.unwrap_model(model).state_dict()
         torch.save({k: v.cpu() for k, v in weights.items()}, directory / "final.pt")
-        print(f"trained {progress.step} steps, epoch {loader.epoch}")
+        print(
+            f"trained {progress.step} steps on {accelerator.num_processes} process(es), "
+            f"epoch {loader.epoch}; final weights in {directory / 'final.pt'}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,6 +59,12 @@ class Augmented(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         return self.x[i] + noise, self.y[i].reshape(1), draw
 
 
+def say(text: str) -> None:
+    """Print one whole line in one write, so lines of different ranks never interleave."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def save(
     args: argparse.Namespace, step: int, model: nn.Module, optimizer: Any, loader: Any
 ) -> None:
@@ -189,7 +195,15 @@ def train(args: argparse.Namespace) -> None:
     )
     step = restore(args, model, optimizer, loader) if args.resume else 0
     if args.resume:
-        print(f"rank {rank} resumed at step {step}, epoch {loader.epoch}", flush=True)
+        say(f"rank {rank} resumed at step {step}, epoch {loader.epoch}")
+    if args.kill_after is not None and rank == 0:
+        say(
+            f"--kill-after {args.kill_after}: every rank SIGKILLs itself after step "
+            f"{args.kill_after}, like a crash. torchrun then reports the workers as failed "
+            "(ChildFailedError, exitcode -9, SIGKILL): that is the point. Run the same "
+            "command with --resume instead of --kill-after to continue from the last checkpoint."
+        )
+    first_step = step
     records: list[list[float]] = []
 
     while step < args.steps and (args.epochs is None or loader.epoch < args.epochs):
@@ -200,12 +214,13 @@ def train(args: argparse.Namespace) -> None:
             loss.backward()
             optimizer.step()
             step += 1
-            print(
-                f"rank {rank} step {step} epoch {loader.epoch} loss {loss.item():.6f}", flush=True
-            )
+            if rank == 0:  # one line per step; every rank's loss differs, rank 0's stands in
+                say(f"step {step} epoch {loader.epoch} loss {loss.item():.6f} (rank 0)")
             if step % args.every == 0 or step == args.stop_after:
                 save(args, step, model, optimizer, loader)
             if step == args.kill_after:
+                if rank == 0:
+                    say(f"killing every rank now, after step {step}, as announced")
                 os.kill(os.getpid(), signal.SIGKILL)
             if step in (args.stop_after, args.steps):
                 break
@@ -219,7 +234,22 @@ def train(args: argparse.Namespace) -> None:
         weights = {k: v.cpu() for k, v in model.module.state_dict().items()}
         torch.save(weights, args.dir / f"final_rank{rank}.pt")
     dist.barrier()
+    if rank == 0:
+        say(summary(args, first_step, step, loader.epoch))
     dist.destroy_process_group()
+
+
+def summary(args: argparse.Namespace, first: int, last: int, epoch: int) -> str:
+    """What the run did, in one line, for rank 0 to print at the end."""
+    what = f"trained steps {first + 1}-{last}" if last > first else "trained no step"
+    where = f"{dist.get_world_size()} processes ({dist.get_backend()})"
+    files = f"checkpoints in {args.dir}"
+    if last == args.steps:
+        files += f", final weights in {args.dir}/final_rank*.pt"
+        nxt = f"compare two runs with: python examples/ddp_resume.py --compare {args.dir} OTHER_DIR"
+    else:
+        nxt = "continue with --resume"
+    return f"done: {what} on {where}, now in epoch {epoch}; {files}; {nxt}"
 
 
 def compare(a: Path, b: Path) -> int:

@@ -1,5 +1,8 @@
 """A Lightning Trainer with a ReproLoader, resumable mid-epoch through Lightning's checkpoints.
 
+Needs Lightning: ``pip install 'reproloader[lightning]'`` (from a clone:
+``pip install -e '.[lightning]'``).
+
     python examples/lightning_train.py --dir /tmp/pl                    # 40 steps (4 epochs)
     python examples/lightning_train.py --dir /tmp/pl2 --max-steps 17    # stops mid-epoch
     python examples/lightning_train.py --dir /tmp/pl2 --resume          # continues to 40
@@ -20,17 +23,27 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import Dataset
 
 from reproloader import ReproConfig, ReproLoader, seed_everything
 from reproloader.checkpoint import capture_rng_state, restore_rng_state
 
+try:
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+except ModuleNotFoundError as missing:
+    if missing.name is None or missing.name.partition(".")[0] != "lightning":
+        raise
+    sys.exit(
+        "lightning_train.py needs Lightning, which is not installed: "
+        "pip install 'reproloader[lightning]' (from a clone: pip install -e '.[lightning]')"
+    )
+
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 CONFIG = ReproConfig(seed=2024)
+STEPS = 40  # 4 epochs of 10 steps
 
 
 class NoisyRegression(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -92,7 +105,13 @@ def train(directory: Path, max_steps: int, devices: int, resume: bool) -> None:
     trainer.fit(model, ckpt_path=str(directory / "last.ckpt") if resume else None)
     if trainer.global_rank == 0:
         torch.save(model.state_dict(), directory / "final.pt")
-        print(f"trained {trainer.global_step} steps, epoch {trainer.current_epoch}")
+        print(
+            f"trained {trainer.global_step} steps{' after resuming' if resume else ''}, "
+            f"epoch {trainer.current_epoch}; checkpoints in {directory}, final weights in "
+            f"{directory / 'final.pt'}"
+        )
+        if max_steps < STEPS and not resume:
+            print(f"continue with: python examples/lightning_train.py --dir {directory} --resume")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dir", type=Path)
-    parser.add_argument("--max-steps", type=int, default=40)
+    parser.add_argument("--max-steps", type=int, default=STEPS)
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="continue from DIR/last.ckpt")
     parser.add_argument("--compare", type=Path, nargs=2, metavar="DIR")

@@ -65,6 +65,13 @@ def train(directory: Path, steps: int, every: int, kill_after: int | None) -> No
         restore_rng_state(state["rng"])
         step = state["step"]
         print(f"resumed at step {step}, epoch {loader.epoch}", flush=True)
+    if kill_after is not None:
+        print(
+            f"--kill-after {kill_after}: this run SIGKILLs itself after step {kill_after}, "
+            "like a crash; the shell then reports 'Killed', which is the point. Run the "
+            "same command without --kill-after to resume from the last checkpoint.",
+            flush=True,
+        )
 
     while step < steps:
         for x, y in loader:
@@ -86,11 +93,12 @@ def train(directory: Path, steps: int, every: int, kill_after: int | None) -> No
                     checkpoint,
                 )
             if step == kill_after:
+                print(f"killing this process now, after step {step}, as announced", flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit: a real crash
             if step == steps:
                 break
     torch.save(model.state_dict(), directory / "final.pt")
-    print(f"done after {step} steps", flush=True)
+    print(f"done after {step} steps; final weights in {directory / 'final.pt'}", flush=True)
 
 
 def compare(a: Path, b: Path) -> bool:

@@ -1,4 +1,11 @@
-"""``reproloader`` / ``python -m reproloader``: thin formatting over audit.py and state.py."""
+"""``reproloader`` / ``python -m reproloader``: thin formatting over the doctor and the audit.
+
+Exit statuses, for scripts and CI: 0 done (nothing found, or findings that do not
+count); 1 problems found (``audit``, ``doctor --strict``); 2 the command could not run
+as asked: a bad option, a config file or ``REPROLOADER_*`` variable that is missing or
+invalid, an audit target that cannot be imported or gives no pipeline. A status-2 error
+is one or two lines on stderr, the problem and a fix, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,20 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 __all__ = ["main"]
+
+FOUND = 1
+"""Exit status: the command ran and found problems."""
+USAGE = 2
+"""Exit status: the command could not run as asked (argparse uses 2 for bad options too)."""
+
+
+class UsageError(Exception):
+    """A user error the CLI reports in two lines (problem, fix) with exit status 2."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
 
 
 def _colour(stream: TextIO) -> bool:
@@ -52,23 +73,50 @@ def _print_doctor(report: Any, out: TextIO) -> None:
         print(f"  {_mark(f.passed, f.severity, colour)} {f.check}: {f.evidence}", file=out)
         if not f.passed and f.fix:
             print(f"       fix: {f.fix}", file=out)
-    verdict = "nothing off" if report.ok else "something is off (see WARN/FAIL above)"
-    print(f"\n{verdict}", file=out)
+    print(f"\n{report.summary()}", file=out)
 
 
 def _doctor(args: argparse.Namespace) -> int:
     from reproloader._diagnose.doctor import doctor
-    from reproloader.config import ReproConfig
 
     if args.config is not None:
-        ReproConfig.load(args.config).apply()
+        _load_config(args.config).apply()
     report = doctor()
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         print()
     else:
         _print_doctor(report, sys.stdout)
-    return 1 if args.strict and not report.ok else 0
+    return FOUND if args.strict and not report.ok else 0
+
+
+def _load_config(path: str) -> Any:
+    from reproloader.config import ReproConfig
+    from reproloader.exceptions import ConfigError
+
+    try:
+        return ReproConfig.load(path)
+    except FileNotFoundError as error:
+        raise UsageError(
+            f"config file {path} does not exist",
+            "give the path of a .toml or .json ReproConfig file (or a pyproject.toml)",
+        ) from error
+    except OSError as error:
+        raise UsageError(
+            f"cannot read config file {path}: {error.strerror or error}",
+            "give the path of a readable .toml or .json file",
+        ) from error
+    except ConfigError as error:
+        text = str(error)
+        if text.startswith("environment variable"):
+            fix = "correct or unset that REPROLOADER_* variable (the fields: docs/determinism.md)"
+        elif text.startswith("cannot read a config"):
+            fix = "give a .toml or .json file (or a pyproject.toml with [tool.reproloader])"
+        elif text.startswith("config file") and ", field " not in text.partition(":")[0]:
+            fix = f"correct {path}: a .toml or .json table of ReproConfig fields"
+        else:
+            fix = "correct that value (ReproConfig's fields and values: docs/determinism.md)"
+        raise UsageError(text, fix) from error
 
 
 def _print_audit(report: Any, out: TextIO) -> None:
@@ -94,6 +142,7 @@ def _print_audit(report: Any, out: TextIO) -> None:
 
 def _audit(args: argparse.Namespace) -> int:
     from reproloader._diagnose.audit import audit
+    from reproloader._diagnose.experiments import TargetError
 
     if args.path:
         sys.path.insert(0, os.getcwd())
@@ -102,24 +151,30 @@ def _audit(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"auditing {message}", file=sys.stderr, flush=True)
 
-    report = audit(
-        args.target,
-        workers=args.workers,
-        start_methods=() if args.no_spawn else ("spawn",),
-        fresh_processes=not args.no_fresh,
-        progress=progress,
-    )
+    try:
+        report = audit(
+            args.target,
+            workers=args.workers,
+            start_methods=() if args.no_spawn else ("spawn",),
+            fresh_processes=not args.no_fresh,
+            progress=progress,
+        )
+    except TargetError as error:
+        raise UsageError(error.problem, error.fix) from error
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         print()
     else:
         _print_audit(report, sys.stdout)
-    return 0 if report.ok else 1
+    return 0 if report.ok else FOUND
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="reproloader", description="Reproducible data loading for PyTorch."
+        prog="reproloader",
+        description="Reproducible data loading for PyTorch.",
+        epilog="exit status: 0 done, 1 problems found, 2 could not run as asked (the "
+        "error says why and how to fix it); `reproloader COMMAND --help` gives details",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     doctor = commands.add_parser(
@@ -127,7 +182,11 @@ def _parser() -> argparse.ArgumentParser:
         help="what in this environment is not reproducible",
         description="Print versions, torch's determinism switches, the environment, the "
         "start method and the CUDA/cuDNN state, and say in plain words what is not "
-        "reproducible with them.",
+        "reproducible with them. It ends with a count of notes, warnings and failures.",
+        epilog="exit status: 0, also when something is off, unless --strict is given; "
+        "1 with --strict when a check warns or fails (notes never count); "
+        "2 when --config names a missing or invalid file, or a REPROLOADER_* variable "
+        "is invalid (one line says which and how to fix it)",
     )
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.add_argument(
@@ -143,7 +202,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Run short experiments on a pipeline (a few batches each) and report "
         "duplicated worker streams, epochs that repeat, results that change with num_workers "
         "or the start method, runs that differ with the same seed, broken mid-epoch resume, "
-        "process-wide settings and RNG objects stored in the dataset. Exits 1 when a check fails.",
+        "process-wide settings and RNG objects stored in the dataset.",
+        epilog="exit status: 0 no problem found; 1 problems found; 2 the audit could not "
+        "run: TARGET is not module:function, cannot be imported, names nothing, gives "
+        "no DataLoader or Dataset, or its pipeline cannot make a batch (one or two lines "
+        "on stderr say which and how to fix it)",
     )
     audit.add_argument(
         "target",
@@ -167,10 +230,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``reproloader`` command."""
+    """Entry point of the ``reproloader`` command; returns its exit status."""
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
+    except UsageError as error:
+        print(f"reproloader {args.command}: {error.problem}", file=sys.stderr)
+        print(f"  fix: {error.fix}", file=sys.stderr)
+        return USAGE
     except BrokenPipeError:  # `reproloader doctor | head`: the reader left, nothing to say
         sys.stdout = None
         return 0

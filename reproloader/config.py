@@ -13,6 +13,9 @@ Sources, from lowest to highest precedence (:meth:`ReproConfig.load`):
    section: ``REPROLOADER_RNG_SCOPE=sample``,
    ``REPROLOADER_DETERMINISM__CUDNN_BENCHMARK=true``;
 4. keyword arguments.
+
+An invalid value, or a key that names no field, raises :class:`ConfigError` naming
+where it came from: the file's path, the environment variable, or the keyword.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from reproloader.context import RngScope
 from reproloader.determinism import FROZEN_MODEL, AppliedSettings, DeterminismConfig
@@ -107,13 +110,24 @@ class ReproConfig(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> ReproConfig:
-        """A config from a ``.json`` or ``.toml`` file (``[tool.reproloader]`` of a pyproject)."""
-        return cls.model_validate(_read_file(Path(path)))
+        """A config from a ``.json`` or ``.toml`` file (``[tool.reproloader]`` of a pyproject).
+
+        Raises:
+            ConfigError: the file is not valid JSON/TOML, or a value in it is invalid or
+                names no field (the message names the file and the field).
+            OSError: the file cannot be read (``FileNotFoundError`` names the path).
+        """
+        return cls.load(path, environ={})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReproConfig:
-        """A config from ``REPROLOADER_*`` environment variables (others default)."""
-        return cls.model_validate(_read_env(os.environ if environ is None else environ))
+        """A config from ``REPROLOADER_*`` environment variables (others default).
+
+        Raises:
+            ConfigError: a variable names no field, or its value is invalid (the
+                message names the variable).
+        """
+        return cls.load(environ=environ)
 
     @classmethod
     def load(
@@ -129,23 +143,41 @@ class ReproConfig(BaseModel):
         field by field.
 
         Raises:
-            pydantic.ValidationError: a value is invalid, or a source names a field
-                that does not exist (the message says which source and field).
+            ConfigError: a value is invalid, or a source names a field that does not
+                exist. The message names the source of each bad value (the file's path,
+                the environment variable, or the keyword) and the field; the pydantic
+                ``ValidationError`` is its ``__cause__``.
+            OSError: ``file`` cannot be read.
+
+        .. versionchanged:: 0.1
+            Invalid values raise ``ConfigError`` naming their source, not a bare
+            ``pydantic.ValidationError``.
         """
         merged: dict[str, Any] = {}
-        sources = []
+        origins: dict[tuple[str, ...], str] = {}
+        sources: list[tuple[dict[str, Any], _Label]] = []
         if file is not None:
-            sources.append(_read_file(Path(file)))
-        sources.append(_read_env(os.environ if environ is None else environ))
-        sources.append(overrides)
-        for source in sources:
-            for key, value in source.items():
+            path = Path(file)
+            sources.append((_read_file(path), _file_label(path)))
+        env_data, env_names = _read_env(os.environ if environ is None else environ)
+        sources.append((env_data, _env_label(env_names)))
+        sources.append((overrides, _keyword_label))
+        for data, label in sources:
+            for key, value in data.items():
                 if key == "determinism" and isinstance(value, Mapping):
                     base = merged.get("determinism", {})
                     merged["determinism"] = {**dict(base), **dict(value)}
+                    for field in value:
+                        origins[(key, field)] = label((key, field), value[field])
                 else:
                     merged[key] = value
-        return cls.model_validate(merged)
+                    for loc in [loc for loc in origins if loc[0] == key]:
+                        del origins[loc]
+                    origins[(key,)] = label((key,), value)
+        try:
+            return cls.model_validate(merged)
+        except ValidationError as error:
+            raise ConfigError(_explain(error, origins)) from error
 
     # -- serialization ---------------------------------------------------------
 
@@ -169,27 +201,90 @@ class ReproConfig(BaseModel):
         return "\n".join(lines) + "\n"
 
 
+_Label = Callable[[tuple[str, ...], Any], str]
+"""Names where the value at a field path came from, e.g. ``environment variable X='1'``."""
+
+
+def _dotted(loc: tuple[str, ...]) -> str:
+    return ".".join(loc)
+
+
+def _file_label(path: Path) -> _Label:
+    where = f"{path} [tool.reproloader]" if path.name == "pyproject.toml" else str(path)
+    return lambda loc, value: f"config file {where}, field {_dotted(loc)}"
+
+
+def _env_label(names: Mapping[tuple[str, ...], tuple[str, str]]) -> _Label:
+    def label(loc: tuple[str, ...], value: Any) -> str:
+        name, raw = names[loc]
+        return f"environment variable {name}={raw!r}"
+
+    return label
+
+
+def _keyword_label(loc: tuple[str, ...], value: Any) -> str:
+    if len(loc) == 1:
+        return f"keyword argument {loc[0]}={value!r}"
+    return f"keyword argument {loc[0]}, field {_dotted(loc[1:])}={value!r}"
+
+
+def _explain(error: ValidationError, origins: Mapping[tuple[str, ...], str]) -> str:
+    """One line per invalid value: where it came from, and what is wrong with it."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        loc = tuple(str(part) for part in problem["loc"])
+        # The source that set this field, or the part of it holding the bad value.
+        label = next((origins[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origins), None)
+        got = f", got {problem['input']!r}"
+        if label is None:  # a check across a section's fields: name every source of it
+            related = sorted({text for key, text in origins.items() if key[: len(loc)] == loc})
+            label = f"{_dotted(loc) or 'config'} (set by {'; '.join(related) or 'the defaults'})"
+            got = ""
+        if problem["type"] == "extra_forbidden":
+            model = DeterminismConfig if len(loc) > 1 else ReproConfig
+            message = f"names no {model.__name__} field (known: {', '.join(model.model_fields)})"
+        else:
+            message = problem["msg"].removeprefix("Value error, ") + got
+        lines.append(f"{label}: {message}")
+    return "\n".join(lines)
+
+
 def _read_file(path: Path) -> dict[str, Any]:
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not text: {error}") from error
     if path.suffix == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"config file {path} is not valid JSON: {error}") from error
     elif path.suffix == ".toml":
         if sys.version_info >= (3, 11):
             import tomllib
         else:  # pragma: no cover - exercised on Python 3.10 only
             import tomli as tomllib
-        data = tomllib.loads(text)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
         if path.name == "pyproject.toml":
             data = data.get("tool", {}).get("reproloader", {})
     else:
         raise ConfigError(f"cannot read a config from {path}: use a .json or .toml file")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} holds {type(data).__name__}, not a table of config fields")
+        raise ConfigError(
+            f"config file {path} holds a {type(data).__name__}, not a table of config fields"
+        )
     return data
 
 
-def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+def _read_env(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[tuple[str, ...], tuple[str, str]]]:
+    """The ``REPROLOADER_*`` variables as config data, and each field path's variable and text."""
     data: dict[str, Any] = {}
+    names: dict[tuple[str, ...], tuple[str, str]] = {}
     sections = {
         "": ReproConfig.model_fields,
         "determinism__": DeterminismConfig.model_fields,
@@ -211,6 +306,8 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
         value = _env_value(raw, str(fields[field].annotation))
         if section:
             data.setdefault("determinism", {})[field] = value
+            names[("determinism", field)] = (name, raw)
         else:
             data[field] = value
-    return data
+            names[(field,)] = (name, raw)
+    return data, names

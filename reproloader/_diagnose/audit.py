@@ -30,11 +30,13 @@ from reproloader._diagnose.doctor import doctor
 from reproloader._diagnose.experiments import (
     Mask,
     Pipeline,
+    TargetError,
     differ,
     fresh_run,
     load_target,
     numbers,
     payload,
+    raised,
     rebuild,
     take,
     vector,
@@ -371,6 +373,20 @@ def _check_rng_objects(p: Pipeline) -> Finding:
     )
 
 
+def _pipeline(target: Any, workers: int) -> Pipeline:
+    """The audited pipeline, once it has made one batch in this process."""
+    pipeline = Pipeline(load_target(target), workers)
+    try:
+        pipeline.run(limit=1)
+    except Exception as error:
+        name = target if isinstance(target, str) else pipeline.describe()
+        raise TargetError(
+            f"{name} could not make a batch: {raised(error)}",
+            "iterate the loader once in python (next(iter(loader))) to see the traceback",
+        ) from error
+    return pipeline
+
+
 def audit(
     target: Any,
     *,
@@ -395,11 +411,17 @@ def audit(
 
     Returns:
         An :class:`AuditReport`; ``report.ok`` is False when a check failed.
+
+    Raises:
+        TargetError: (a ``ValueError``) a ``"module:function"`` target that cannot be
+            imported, names nothing or gives no loader, or a pipeline that cannot make
+            its first batch: nothing could be checked.
+        TypeError: a target that is not a loader, a dataset, a function or a string.
     """
     started = time.perf_counter()
     saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     try:
-        pipeline = Pipeline(load_target(target), workers)
+        pipeline = _pipeline(target, workers)
         findings = []
         steps: list[tuple[str, Callable[[], Finding]]] = []
         random_mask: list[Mask] = []

@@ -34,6 +34,34 @@ class DoctorReport(Reported):
     cuda: dict[str, Any]
     findings: list[Finding] = field(default_factory=list)
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many checks did not pass, by what they mean: notes, warnings, failures."""
+        off = [f.severity for f in self.findings if not f.passed]
+        return {
+            "notes": off.count("info"),
+            "warnings": off.count("warning"),
+            "failures": off.count("error"),
+        }
+
+    def summary(self) -> str:
+        """The last line of ``reproloader doctor``: the counts, and what ``--strict`` does."""
+        counts = self.counts
+        words = ", ".join(f"{n} {kind if n != 1 else kind[:-1]}" for kind, n in counts.items())
+        verdict = (
+            "--strict exits 1"
+            if counts["warnings"] or counts["failures"]
+            else "nothing for --strict to fail on"
+        )
+        return f"{words}: {verdict} (it fails on warnings and failures; notes are for information)"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``, with the counts and the summary line."""
+        out = super().to_dict()
+        out["counts"] = self.counts
+        out["summary"] = self.summary()
+        return out
+
 
 def _version(package: str) -> str | None:
     try:

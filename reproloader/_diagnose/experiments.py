@@ -16,6 +16,7 @@ import inspect
 import itertools
 import pickle
 import random
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,11 +26,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from reproloader._runtime.bridge import quiet_torchdata
+from reproloader.exceptions import ReproError
 
 __all__ = [
     "FixedBatches",
     "Mask",
     "Pipeline",
+    "TargetError",
     "Vector",
     "differ",
     "first_batch_indices",
@@ -37,6 +40,7 @@ __all__ = [
     "load_target",
     "numbers",
     "payload",
+    "raised",
     "rebuild",
     "take",
     "vector",
@@ -140,22 +144,123 @@ def numbers(batch: Any) -> npt.NDArray[np.float64]:
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
+class TargetError(ReproError, ValueError):
+    """A ``"module:function"`` target that does not give a pipeline to audit.
+
+    Attributes:
+        problem: what went wrong, in one line.
+        fix: one way to fix it.
+    """
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}\nfix: {fix}")
+        self.problem = problem
+        self.fix = fix
+
+
+def _where(error: BaseException) -> str:
+    """`` (file.py, line N)``: where an error from the user's code was raised."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f" ({frame.filename}, line {frame.lineno})"
+
+
+def raised(error: BaseException) -> str:
+    """``KeyError: 0 (data.py, line 9)``: an error from the user's code, in one line."""
+    return f"{type(error).__name__}: {error}{_where(error)}"
+
+
+def _import(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        # Missing: the module itself or a package above it. Anything else missing was
+        # imported by the module's own code, which is the next case.
+        if error.name is not None and (module + ".").startswith(error.name + "."):
+            top = module.partition(".")[0]
+            raise TargetError(
+                f"cannot import {module!r}: no module named {error.name!r}",
+                f"run from the directory that holds {top}/ or {top}.py, or install it "
+                "(pip install -e .), or check the spelling",
+            ) from error
+        raise TargetError(
+            f"importing {module!r} raised {raised(error)}",
+            f"install what it imports, then check with: python -c 'import {module}'",
+        ) from error
+    except Exception as error:
+        raise TargetError(
+            f"importing {module!r} raised {raised(error)}",
+            f"see the full traceback with: python -c 'import {module}'",
+        ) from error
+
+
+def _functions(module: Any) -> list[str]:
+    """The public functions a module defines: the likely targets in it."""
+    return sorted(
+        name
+        for name, value in vars(module).items()
+        if inspect.isfunction(value)
+        and not name.startswith("_")
+        and value.__module__ == module.__name__
+    )
+
+
+def _resolve(target: str) -> Any:
+    """The object that ``"module:attribute"`` names, or a :class:`TargetError`."""
+    module, colon, name = target.partition(":")
+    if not colon or not module or not name or ":" in name:
+        raise TargetError(
+            f"expected 'module:function', got {target!r}",
+            "name the module and a function in it that returns a DataLoader, "
+            "e.g. mypackage.data:train_loader",
+        )
+    obj: Any = _import(module)
+    for depth, part in enumerate(name.split(".")):
+        if not hasattr(obj, part):
+            owner = module if depth == 0 else f"{module}:{'.'.join(name.split('.')[:depth])}"
+            known = _functions(obj) if depth == 0 else []
+            raise TargetError(
+                f"{owner!r} has no attribute {part!r}",
+                "name a function that returns a DataLoader or a Dataset"
+                + (f"; {module} defines {', '.join(known[:8])}" if known else ""),
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
 def load_target(target: Any) -> Any:
-    """A loader from a loader, a dataset, a factory, or ``"module:attribute"``."""
-    if isinstance(target, str):
-        module, _, name = target.partition(":")
-        if not name:
-            raise ValueError(f"expected 'module:attribute', got {target!r}")
-        obj: Any = importlib.import_module(module)
-        for part in name.split("."):
-            obj = getattr(obj, part)
-        target = obj
+    """A loader from a loader, a dataset, a factory, or ``"module:attribute"``.
+
+    Raises:
+        TargetError: a ``"module:attribute"`` target that cannot be imported, names
+            nothing, raises when called, or gives no DataLoader or Dataset.
+        TypeError: any other target that is not a DataLoader, a Dataset or a function.
+    """
+    named = target if isinstance(target, str) else None
+    if named is not None:
+        target = _resolve(named)
     if callable(target) and not isinstance(target, (DataLoader, Dataset)):
-        target = target()
+        try:
+            target = target()
+        except Exception as error:
+            if named is None:
+                raise
+            raise TargetError(
+                f"{named}() raised {raised(error)}",
+                f"call it in python to see the full traceback: python -c 'import "
+                f"{named.partition(':')[0]} as m; m.{named.partition(':')[2]}()'",
+            ) from error
     if isinstance(target, Dataset):
         return DataLoader(target, batch_size=4)
     if isinstance(target, DataLoader):
         return target
+    if named is not None:
+        raise TargetError(
+            f"{named} gave {type(target).__name__}, not a DataLoader or a Dataset",
+            "name a function that returns a DataLoader (a ReproLoader too) or a Dataset",
+        )
     raise TypeError(
         f"audit() takes a DataLoader, a Dataset, a function that returns one, or "
         f"'module:function'; got {target!r} of type {type(target).__name__}"

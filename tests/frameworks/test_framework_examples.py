@@ -26,6 +26,7 @@ def test_example_resumes_to_bitwise_equal_weights(
     pytest.importorskip(package)
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     run(script, "--dir", str(straight))
-    run(script, "--dir", str(interrupted), *stop)
-    run(script, "--dir", str(interrupted), "--resume")
+    stopped = run(script, "--dir", str(interrupted), *stop)
+    assert f"continue with: python examples/{script} --dir {interrupted} --resume" in stopped
+    assert "trained" in run(script, "--dir", str(interrupted), "--resume")
     assert "bitwise equal" in run(script, "--compare", str(straight), str(interrupted))

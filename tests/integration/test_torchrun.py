@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -49,6 +50,18 @@ def torchrun(nproc: int, directory: Path, *args: str, expect_kill: bool = False)
     return result.stdout
 
 
+LINE = re.compile(
+    r"step \d+ epoch \d+ loss -?[\d.]+ \(rank 0\)|rank \d resumed at step \d+, epoch \d+"
+    r"|--kill-after .*|killing every rank now, .*|done: .*"
+)
+
+
+def assert_whole_lines(out: str) -> None:
+    """Every line is one whole message: the ranks' lines never interleave."""
+    for line in out.splitlines():
+        assert LINE.fullmatch(line), f"a garbled line: {line!r}\n{out}"
+
+
 def final_weights(directory: Path, nproc: int) -> list[dict[str, torch.Tensor]]:
     return [torch.load(directory / f"final_rank{r}.pt", weights_only=True) for r in range(nproc)]
 
@@ -66,11 +79,18 @@ def test_sigkill_mid_epoch_then_resume_gives_bitwise_equal_weights_on_every_rank
 ) -> None:
     kill_after = random.Random().randrange(5, STEPS - 1)
     print(f"killing after step {kill_after}")  # shown when the test fails
-    torchrun(
+    killed = torchrun(
         2, tmp_path, "--checkpoint", checkpoint, "--kill-after", str(kill_after), expect_kill=True
     )
+    assert_whole_lines(killed)
+    assert killed.startswith(f"--kill-after {kill_after}: every rank SIGKILLs itself after step")
+    assert killed.endswith(f"killing every rank now, after step {kill_after}, as announced\n")
     out = torchrun(2, tmp_path, "--checkpoint", checkpoint, "--resume")
     assert "rank 1 resumed at step" in out
+    assert_whole_lines(out)
+    assert out.splitlines()[-1].startswith(
+        f"done: trained steps {kill_after - kill_after % 4 + 1}-"
+    )
     for rank, (resumed, reference) in enumerate(
         zip(final_weights(tmp_path, 2), uninterrupted, strict=True)
     ):
