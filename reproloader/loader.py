@@ -47,6 +47,7 @@ from reproloader._runtime.isolation import Isolation
 from reproloader._runtime.machinery import Machinery
 from reproloader._runtime.units import set_epoch_everywhere
 from reproloader.config import ReproConfig
+from reproloader.context import RngScope
 from reproloader.exceptions import StateError
 
 __all__ = ["ReproLoader"]
@@ -95,6 +96,9 @@ class ReproLoader(BridgedLoader[_T_co]):
             The effective seed is ``loader.seed``.
         config: a :class:`ReproConfig` (or a mapping of its fields): rng_scope,
             start method, which RNGs to reseed.
+        rng_scope: what one random stream covers, ``"batch"`` (the default),
+            ``"sample"`` or ``"worker"``: the same as ``config.rng_scope``; given in
+            both places, the two must agree.
 
     Example:
         >>> loader = ReproLoader(dataset, batch_size=32, shuffle=True, num_workers=2, seed=0)
@@ -127,8 +131,9 @@ class ReproLoader(BridgedLoader[_T_co]):
         shard: bool = False,
         seed: int | None = None,
         config: ReproConfig | Mapping[str, Any] | None = None,
+        rng_scope: RngScope | None = None,
     ) -> None:
-        config = check_config(config)
+        config = check_config(config, rng_scope)
         if isinstance(dataset, (IterDataPipe, MapDataPipe)):
             raise TypeError(
                 f"ReproLoader does not support DataPipes (got {type(dataset).__name__}); "
@@ -208,7 +213,7 @@ class ReproLoader(BridgedLoader[_T_co]):
         return self._cursor.epoch_now(iterator is not None and iterator_progress(iterator)[1])
 
     @property
-    def rng_scope(self) -> str:
+    def rng_scope(self) -> RngScope:
         """What one random stream covers: ``config.rng_scope``."""
         return self.config.rng_scope
 

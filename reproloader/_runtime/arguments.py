@@ -51,18 +51,31 @@ def check_shard(iterable: bool, sampler: Any, batch_sampler: Any, batch_size: An
         )
 
 
-def check_config(config: ReproConfig | Mapping[str, Any] | None) -> ReproConfig:
-    """A :class:`ReproConfig` from ``None``, a config, or a mapping of its fields."""
+def check_config(
+    config: ReproConfig | Mapping[str, Any] | None, rng_scope: str | None = None
+) -> ReproConfig:
+    """A :class:`ReproConfig` from ``None``, a config, or a mapping of its fields.
+
+    ``rng_scope``, the loader's keyword, sets the config's field of that name; a
+    config that sets it to something else is refused.
+    """
     if config is None:
-        return ReproConfig()
-    if isinstance(config, ReproConfig):
+        config = ReproConfig()
+    elif isinstance(config, Mapping):
+        config = ReproConfig(**config)
+    elif not isinstance(config, ReproConfig):
+        raise TypeError(
+            f"config must be a ReproConfig or a mapping of its fields, got {config!r} "
+            f"of type {type(config).__name__}"
+        )
+    if rng_scope is None or rng_scope == config.rng_scope:
         return config
-    if isinstance(config, Mapping):
-        return ReproConfig(**config)
-    raise TypeError(
-        f"config must be a ReproConfig or a mapping of its fields, got {config!r} "
-        f"of type {type(config).__name__}"
-    )
+    if "rng_scope" in config.model_fields_set:
+        raise ConfigError(
+            f"rng_scope={rng_scope!r} contradicts config.rng_scope={config.rng_scope!r}; "
+            "pass the scope in one place only"
+        )
+    return ReproConfig(**{**config.model_dump(exclude_unset=True), "rng_scope": rng_scope})
 
 
 def resolve_seed(seed: int | None, config: ReproConfig, generator: torch.Generator | None) -> int:

@@ -440,3 +440,29 @@ def test_set_epoch_reaches_a_sampler_inside_a_batch_sampler_once() -> None:
     batch_sampler = BatchSampler(sampler, batch_size=2, drop_last=False)
     collect(ReproLoader(dataset, batch_sampler=batch_sampler, seed=0), epochs=2)
     assert sampler.epochs == [0, 1]
+
+
+def test_rng_scope_keyword_is_the_configs_field() -> None:
+    by_keyword = ReproLoader(GlobalDraws(8), batch_size=2, seed=3, rng_scope="sample")
+    by_config = ReproLoader(
+        GlobalDraws(8), batch_size=2, seed=3, config=ReproConfig(rng_scope="sample")
+    )
+    assert by_keyword.config.rng_scope == by_keyword.rng_scope == "sample"
+    assert same(collect(by_keyword, 2), collect(by_config, 2))
+    assert not same(
+        collect(by_keyword, 1), collect(ReproLoader(GlobalDraws(8), batch_size=2, seed=3), 1)
+    )
+    # A config that leaves the scope unset takes the keyword; its other fields stay.
+    mixed = ReproLoader(
+        GlobalDraws(8), seed=3, rng_scope="worker", config=ReproConfig(reseed_globals=["torch"])
+    )
+    assert (mixed.config.rng_scope, sorted(mixed.config.reseed_globals)) == ("worker", ["torch"])
+
+
+def test_rng_scope_keyword_contradicting_the_config_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match=r"rng_scope='sample' contradicts config.rng_scope='worker'"
+    ):
+        ReproLoader(GlobalDraws(8), rng_scope="sample", config={"rng_scope": "worker"})
+    with pytest.raises(ValueError, match="rng_scope"):
+        ReproLoader(GlobalDraws(8), rng_scope="per-batch")  # type: ignore[arg-type]
