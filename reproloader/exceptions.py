@@ -8,6 +8,7 @@ Every exception also inherits from the builtin it is closest to, so existing
     ├── CheckpointError (ValueError)     an empty, truncated, damaged or foreign checkpoint file
     ├── ConfigError (ValueError)         a setting that cannot work together with another
     └── StateError (ValueError)          a state_dict that cannot be resumed here
+        ├── StateFieldError              a field of the wrong type, range, or out of step
         ├── StateMismatchError           saved and current loader differ (lists every field)
         └── StateVersionError            unknown or newer state format
 """
@@ -20,6 +21,7 @@ __all__ = [
     "ContextError",
     "ReproError",
     "StateError",
+    "StateFieldError",
     "StateMismatchError",
     "StateVersionError",
 ]
@@ -46,6 +48,28 @@ class ConfigError(ReproError, ValueError):
 
 class StateError(ReproError, ValueError):
     """A ``state_dict`` that this loader cannot resume from."""
+
+
+class StateFieldError(StateError):
+    """A field of a state that no loader could have written: damaged or edited.
+
+    Attributes:
+        path: where the field is, e.g. ``workers.workers[1].map.stream.globals.numpy.pos``.
+        expected: what it must be.
+        got: what it is.
+    """
+
+    def __init__(self, path: str, expected: str, got: object) -> None:
+        shown = repr(got)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(
+            f"cannot resume: state field {path} must be {expected}, got {shown}; the state "
+            "is damaged or was edited: resume from a state_dict() saved unchanged"
+        )
+        self.path = path
+        self.expected = expected
+        self.got = got
 
 
 class StateMismatchError(StateError):

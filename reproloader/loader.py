@@ -39,6 +39,7 @@ from reproloader._runtime.bridge import (
     IteratorView,
     forget_iterator,
     iterator_progress,
+    own_worker_state,
     quiet_torchdata,
     running_iterator,
 )
@@ -49,6 +50,7 @@ from reproloader._runtime.units import set_epoch_everywhere
 from reproloader.config import ReproConfig
 from reproloader.context import RngScope
 from reproloader.exceptions import StateError
+from reproloader.state import WorkersState
 
 __all__ = ["ReproLoader"]
 
@@ -247,7 +249,7 @@ class ReproLoader(BridgedLoader[_T_co]):
         """The loader as the next iterator sees it."""
         return self._machinery.view(self._cursor)
 
-    def resume_workers(self) -> dict[str, Any] | None:
+    def resume_workers(self) -> WorkersState | None:
         """Worker state the next iterator resumes from (after a mid-epoch load)."""
         return self._cursor.take_resume_workers()
 
@@ -306,11 +308,14 @@ class ReproLoader(BridgedLoader[_T_co]):
             StateMismatchError: the state was taken from a loader that differs from
                 this one; the message lists every differing field, both values.
         """
+        machinery = self._machinery
         self._cursor.restore(
             state_dict,
-            self._machinery.identity(),
+            machinery.identity(),
             elastic=self.shard,
-            workers_hold_state=self._machinery.workers_hold_state,
+            workers_hold_state=machinery.workers_hold_state,
+            batches=machinery.batches(),
+            legacy_workers=own_worker_state,
         )
         forget_iterator(self)
 

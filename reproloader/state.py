@@ -14,11 +14,25 @@ tensors: ``torch.load(f, weights_only=True)`` reads it and, tensors aside, so do
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, TypedDict
+from typing import Any, Final, NoReturn, TypedDict
 
-from reproloader.exceptions import StateMismatchError, StateVersionError
+from reproloader._runtime import rngstate
+from reproloader.exceptions import StateFieldError, StateMismatchError, StateVersionError
 
-__all__ = ["FORMAT", "RANKS_FORMAT", "VERSION", "LoaderState", "check_compatible", "upgrade"]
+__all__ = [
+    "FORMAT",
+    "RANKS_FORMAT",
+    "VERSION",
+    "WORKERS_VERSION",
+    "LoaderState",
+    "WorkerPart",
+    "WorkersState",
+    "check_compatible",
+    "check_fields",
+    "check_rng_state",
+    "check_workers",
+    "upgrade",
+]
 
 FORMAT: Final = "reproloader.ReproLoader"
 VERSION: Final = 2
@@ -73,7 +87,7 @@ class LoaderState(TypedDict):
         finished: whether that pass ran to its end; the next pass is then the next
             epoch.
         serial: the pass's serial number (worker scope matches streams by it).
-        workers: torchdata's iterator state, where workers hold state; else None.
+        workers: where workers hold state, mid-pass: :class:`WorkersState`; else None.
     """
 
     format: str
@@ -94,7 +108,250 @@ class LoaderState(TypedDict):
     offset: int | None
     finished: bool
     serial: int
-    workers: dict[str, Any] | None
+    workers: WorkersState | None
+
+
+class WorkerPart(TypedDict):
+    """One producing process's part of :class:`WorkersState`.
+
+    Attributes:
+        id: the worker id (0 for the main process).
+        map: a map-style dataset's part: ``{"dataset": its own state or None,
+            "stream": a worker-scope stream or None}``; else None.
+        iterable: an iterable dataset's part: ``{"epoch", "serial", "position" (samples
+            handed out in this worker), "kind" (None, ``"dataset"`` or
+            ``"iterator"``: whose ``state_dict`` ``user`` is), "user", "stream"}``.
+        ended: whether this worker's iterable dataset ran out.
+    """
+
+    id: int
+    map: dict[str, Any] | None
+    iterable: dict[str, Any] | None
+    ended: bool
+
+
+class WorkersState(TypedDict):
+    """What the producing processes hold mid-pass, where a position cannot recompute it.
+
+    Its own versioned schema: torchdata's iterator state is converted to it on
+    ``state_dict()`` and back on resume (``reproloader._runtime.bridge``), and every
+    field is checked on load.
+
+    Attributes:
+        version: 1.
+        processes: ``num_workers`` (0: the main process produced).
+        yielded: batches handed out in the pass.
+        failed: batches whose fetch raised (consumed too).
+        since_snapshot: batches handed out since the workers' last snapshot.
+        drawn: units taken from the unit sampler (handed out, failed or in flight).
+        sampler: the batch sampler's state over an iterable dataset, or None.
+        len_called: ``len(dataset)`` as torch recorded it for an iterable dataset, or None.
+        base_seed: torch's base seed of the iterator (None in the main process).
+        last_worker: the worker that produced the last batch handed out (None in the
+            main process).
+        ended: whether the pass ended (always False: only mid-pass states carry this).
+        workers: one :class:`WorkerPart` per process, by id.
+    """
+
+    version: int
+    processes: int
+    yielded: int
+    failed: int
+    since_snapshot: int
+    drawn: int
+    sampler: dict[str, int] | None
+    len_called: int | None
+    base_seed: int | None
+    last_worker: int | None
+    ended: bool
+    workers: list[WorkerPart]
+
+
+WORKERS_VERSION: Final = 1
+_SCOPES: Final = ("batch", "sample", "worker")
+_GLOBAL_NAMES: Final = ("numpy", "random", "torch")
+_MAX_WORD: Final = 2**32
+
+
+def _fail(path: str, expected: str, got: object) -> NoReturn:
+    raise StateFieldError(path, expected, got)
+
+
+def _int(value: object, path: str, low: int = 0, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(path, "an int", value)
+    if value < low or (high is not None and value >= high):
+        _fail(path, f"an int in [{low}, {'inf' if high is None else high})", value)
+    return value
+
+
+def _optional_int(value: object, path: str, low: int = 0, high: int | None = None) -> None:
+    if value is not None:
+        _int(value, path, low, high)
+
+
+def _bool(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        _fail(path, "True or False", value)
+    return value
+
+
+def _dict(value: object, path: str, keys: tuple[str, ...] | None = None) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        _fail(path, "a dict", value)
+    if keys is not None and set(value) != set(keys):
+        _fail(path, f"a dict with exactly the keys {sorted(keys)}", sorted(map(str, value)))
+    return value
+
+
+def _equal(value: object, path: str, expected: object, why: str) -> None:
+    if isinstance(value, bool) != isinstance(expected, bool) or value != expected:
+        _fail(path, f"{expected!r} ({why})", value)
+
+
+def check_fields(state: Mapping[str, Any], *, batches: int | None, elastic: bool) -> None:
+    """Check the type and range of every top-level field, and that they agree.
+
+    Args:
+        state: an upgraded state.
+        batches: how many batches an epoch of this loader has on this rank, where
+            that is exact (the loader's own samplers); None where it is not known.
+        elastic: whether the loader shards itself, so the state may come from
+            another world size (its position then means nothing here: its offset does).
+
+    Raises:
+        StateFieldError: naming the first field that is wrong.
+    """
+    _int(state["seed"], "seed", 0, 2**128)
+    if state["rng_scope"] not in _SCOPES:
+        _fail("rng_scope", f"one of {list(_SCOPES)}", state["rng_scope"])
+    names = state["reseed_globals"]
+    if not isinstance(names, list) or names != sorted(set(names) & set(_GLOBAL_NAMES)):
+        _fail("reseed_globals", f"a sorted list of names from {list(_GLOBAL_NAMES)}", names)
+    _bool(state["reseed_dataset_rngs"], "reseed_dataset_rngs")
+    _optional_int(state["dataset_length"], "dataset_length")
+    _optional_int(state["batch_size"], "batch_size", 1)
+    _bool(state["drop_last"], "drop_last")
+    if not isinstance(state["sampler"], str):
+        _fail("sampler", "a string", state["sampler"])
+    world_size = _int(state["world_size"], "world_size", 1)
+    _int(state["rank"], "rank", 0, world_size)
+    _int(state["num_workers"], "num_workers")
+    _int(state["epoch"], "epoch", 0, 2**32)
+    position = _int(state["position"], "position")
+    finished = _bool(state["finished"], "finished")
+    _int(state["serial"], "serial")
+    offset = state["offset"]
+    if offset is not None:
+        length = state["dataset_length"]
+        _int(offset, "offset", 0, None if length is None else length + 1)
+        if finished:
+            _fail("offset", "None once the pass finished", offset)
+    if batches is not None and not (elastic and state["world_size"] != world_size):
+        if position > batches:
+            _fail("position", f"at most {batches}, the batches of an epoch here", position)
+        if finished and position != batches:
+            _fail("position", f"{batches} in a finished pass (all its batches)", position)
+
+
+def check_workers(part: object, state: Mapping[str, Any]) -> WorkersState:
+    """Check a :class:`WorkersState` field by field, and against its state.
+
+    Raises:
+        StateFieldError: naming the first field that is wrong.
+    """
+    w = _dict(part, "workers", tuple(WorkersState.__annotations__))
+    _equal(w["version"], "workers.version", WORKERS_VERSION, "the only version there is")
+    processes = _int(w["processes"], "workers.processes")
+    _equal(processes, "workers.processes", state["num_workers"], "the state's num_workers")
+    yielded = _int(w["yielded"], "workers.yielded")
+    failed = _int(w["failed"], "workers.failed")
+    _equal(yielded + failed, "workers.yielded + workers.failed", state["position"], "position")
+    _int(w["since_snapshot"], "workers.since_snapshot", 0, yielded + 1)
+    _int(w["drawn"], "workers.drawn", yielded + failed)
+    if w["sampler"] is not None:
+        sampler = _dict(w["sampler"], "workers.sampler", ("samples_yielded",))
+        _int(sampler["samples_yielded"], "workers.sampler.samples_yielded")
+    _optional_int(w["len_called"], "workers.len_called")
+    _equal(w["ended"], "workers.ended", False, "only a pass under way carries worker state")
+    if processes:
+        _int(w["base_seed"], "workers.base_seed", 0, 2**64)
+        _int(w["last_worker"], "workers.last_worker", 0, processes)
+    else:
+        _equal(w["base_seed"], "workers.base_seed", None, "the main process produced")
+        _equal(w["last_worker"], "workers.last_worker", None, "the main process produced")
+    parts = w["workers"]
+    ids = list(range(max(processes, 1)))
+    if not isinstance(parts, list) or len(parts) != len(ids):
+        _fail("workers.workers", f"a list of {len(ids)} worker parts", parts)
+    for i, worker in enumerate(parts):
+        _check_worker(worker, f"workers.workers[{i}]", i, state)
+    return w  # type: ignore[return-value]
+
+
+def _check_worker(part: object, path: str, worker_id: int, state: Mapping[str, Any]) -> None:
+    w = _dict(part, path, tuple(WorkerPart.__annotations__))
+    _equal(w["id"], f"{path}.id", worker_id, "workers are listed by id")
+    _bool(w["ended"], f"{path}.ended")
+    if (w["map"] is None) == (w["iterable"] is None):
+        _fail(
+            path,
+            "exactly one of map and iterable set",
+            {"map": w["map"], "iterable": w["iterable"]},
+        )
+    if w["map"] is not None:
+        m = _dict(w["map"], f"{path}.map", ("dataset", "stream"))
+        _check_stream(m["stream"], f"{path}.map.stream", state)
+        return
+    it = _dict(
+        w["iterable"], f"{path}.iterable", ("epoch", "serial", "position", "kind", "user", "stream")
+    )
+    _equal(it["epoch"], f"{path}.iterable.epoch", state["epoch"], "the state's epoch")
+    _equal(it["serial"], f"{path}.iterable.serial", state["serial"], "the state's serial")
+    _int(it["position"], f"{path}.iterable.position")
+    if it["kind"] not in (None, "dataset", "iterator"):
+        _fail(f"{path}.iterable.kind", "None, 'dataset' or 'iterator'", it["kind"])
+    if it["kind"] is None and it["user"] is not None:
+        _fail(f"{path}.iterable.user", "None when kind is None", it["user"])
+    _check_stream(it["stream"], f"{path}.iterable.stream", state)
+
+
+def _check_stream(stream: object, path: str, state: Mapping[str, Any]) -> None:
+    # A worker-scope stream that continues from unit to unit (rngs as plain data).
+    if stream is None:
+        return
+    if state["rng_scope"] != "worker":
+        _fail(path, "None outside worker scope", stream)
+    s = _dict(stream, path, ("stream", "globals", "rng", "attributes"))
+    _equal(s["stream"], f"{path}.stream", [state["epoch"], state["serial"]], "the state's pass")
+    g = _dict(s["globals"], f"{path}.globals", _GLOBAL_NAMES)
+    for name in _GLOBAL_NAMES:
+        value, at = g[name], f"{path}.globals.{name}"
+        if (value is None) == (name in state["reseed_globals"]):
+            enabled = "reseeded" if name in state["reseed_globals"] else "not reseeded"
+            _fail(at, f"{'a state' if value is None else 'None'} ({name} is {enabled})", value)
+        if value is not None:
+            check_rng_state(name, value, at)
+    if s["rng"] is not None:
+        check_rng_state("generator", s["rng"], f"{path}.rng")
+    attributes = _dict(s["attributes"], f"{path}.attributes")
+    for key, value in attributes.items():
+        check_rng_state("object", value, f"{path}.attributes[{key!r}]")
+
+
+def check_rng_state(kind: str, value: object, path: str) -> None:
+    """Check one RNG state in plain form by loading it into a scratch RNG of its kind.
+
+    Args:
+        kind: ``"random"``, ``"torch"``, ``"numpy"`` (the legacy global RNG as
+            ``{"key", "pos", "gauss"}``), ``"generator"`` (a numpy Generator's bit
+            generator state) or ``"object"`` (an RNG object found on a dataset, any
+            of those forms).
+        value: the plain state.
+        path: the field, for the error.
+    """
+    if not rngstate.loads(kind, value):
+        _fail(path, f"a {kind} RNG state as state_dict() writes it", value)
 
 
 def upgrade(state: Mapping[str, Any]) -> LoaderState:

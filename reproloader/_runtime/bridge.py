@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -45,6 +45,7 @@ __all__ = [
     "forget_iterator",
     "iterator_progress",
     "iterator_worker_state",
+    "own_worker_state",
     "quiet_torchdata",
     "running_iterator",
     "show_user_dataset_to_worker",
@@ -59,6 +60,7 @@ INTERNALS: Final = {
     "_StatefulMultiProcessingDataLoaderIter": "worker iterator: (loader, state)",
     "iterator._num_yielded": "batches handed out in the pass",
     "iterator._finished": "whether the pass ran to its end",
+    "iterator.state_dict() layout": "converted to and from reproloader's own worker schema",
     "torch.utils.data._utils.worker._worker_info": "what get_worker_info() returns",
     "accelerate: DataLoader._is_accelerate_prepared": "prepare() returns such loaders as is",
 }
@@ -90,7 +92,26 @@ class IteratorView:
         return getattr(self._loader, name)
 
 
-class _SingleProcessIter(_StatefulSingleProcessDataLoaderIter):  # type: ignore[misc]
+class _CountsFailures:
+    """Counts batches whose fetch raised: their units are consumed.
+
+    As in a loop that catches the error and goes on; torch's iterators count only the
+    batches they hand out.
+    """
+
+    failed = 0
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()  # type: ignore[misc]
+        except StopIteration:
+            raise
+        except Exception:
+            self.failed += 1
+            raise
+
+
+class _SingleProcessIter(_CountsFailures, _StatefulSingleProcessDataLoaderIter):  # type: ignore[misc]
     """torchdata's in-process iterator, fetching each batch inside an isolation window."""
 
     def __init__(
@@ -102,6 +123,10 @@ class _SingleProcessIter(_StatefulSingleProcessDataLoaderIter):  # type: ignore[
     def _next_data(self) -> Any:
         with self._isolation:
             return super()._next_data()
+
+
+class _MultiProcessIter(_CountsFailures, _StatefulMultiProcessingDataLoaderIter):  # type: ignore[misc]
+    """torchdata's worker iterator, counting failed batches."""
 
 
 _T_co = TypeVar("_T_co", covariant=True)
@@ -133,8 +158,8 @@ class BridgedLoader(_Base[_T_co]):
         """The view the next iterator is built from."""
         raise NotImplementedError
 
-    def resume_workers(self) -> dict[str, Any] | None:
-        """Worker state the next iterator resumes from, or None to start afresh."""
+    def resume_workers(self) -> Mapping[str, Any] | None:
+        """Worker state (``state.WorkersState``) the next iterator resumes from, or None."""
         raise NotImplementedError
 
     def main_isolation(self) -> AbstractContextManager[object]:
@@ -143,13 +168,18 @@ class BridgedLoader(_Base[_T_co]):
 
     def _get_iterator(self) -> Any:
         view = self.iterator_view()
-        state = self.resume_workers()
+        own = self.resume_workers()
+        state = None if own is None else _torchdata_state(own)
+        iterator: _CountsFailures
         if self.num_workers == 0:
             isolation = self.main_isolation()
             with isolation:
-                return _SingleProcessIter(view, state, isolation)
-        self.check_worker_number_rationality()
-        return _StatefulMultiProcessingDataLoaderIter(view, state)
+                iterator = _SingleProcessIter(view, state, isolation)
+        else:
+            self.check_worker_number_rationality()
+            iterator = _MultiProcessIter(view, state)
+        iterator.failed = 0 if own is None else own["failed"]
+        return iterator
 
 
 def running_iterator(loader: DataLoader[Any]) -> Any:
@@ -169,14 +199,126 @@ def default_index_sampler(loader: DataLoader[Any]) -> Any:
 
 
 def iterator_progress(iterator: Any) -> tuple[int, bool]:
-    """``(batches handed out in the pass, whether the pass ended)`` of an iterator."""
-    return iterator._num_yielded, bool(iterator._finished)
+    """``(units consumed in the pass, whether the pass ended)`` of an iterator.
+
+    Consumed: batches handed out, and batches whose fetch raised.
+    """
+    return iterator._num_yielded + iterator.failed, bool(iterator._finished)
 
 
 def iterator_worker_state(iterator: Any) -> dict[str, Any]:
-    """Torchdata's state of an iterator: its workers' snapshots and positions."""
-    state: dict[str, Any] = iterator.state_dict()
-    return state
+    """An iterator's worker state, in reproloader's own schema (``state.WorkersState``)."""
+    return own_worker_state(iterator.state_dict(), iterator.failed)
+
+
+def _iterable_part(fetcher: Any) -> tuple[Any, bool]:
+    if fetcher is None:
+        return None, False
+    return fetcher["dataset_iter_state"], bool(fetcher["fetcher_ended"])
+
+
+def own_worker_state(state: Mapping[str, Any], failed: int = 0) -> dict[str, Any]:
+    """Torchdata's iterator state (single- or multi-process) in reproloader's schema.
+
+    Also converts the worker part of version-1 states, which held torchdata's state.
+
+    Raises:
+        KeyError, TypeError, ValueError: where ``state`` is not laid out as torchdata
+            lays it out.
+    """
+    if "_snapshot" in state:
+        snapshot = state["_snapshot"]
+        main = snapshot["_main_snapshot"]
+        since = state["_steps_since_snapshot"]
+        workers = []
+        for key in sorted(snapshot["_worker_snapshots"], key=lambda k: int(k.split("_")[-1])):
+            worker = snapshot["_worker_snapshots"][key]
+            iterable, ended = _iterable_part(worker["fetcher_state"])
+            workers.append(
+                {
+                    "id": worker["worker_id"],
+                    "map": worker["dataset_state"],
+                    "iterable": iterable,
+                    "ended": ended,
+                }
+            )
+        return {
+            "version": 1,
+            "processes": main["_num_workers"],
+            "yielded": snapshot["_snapshot_step"] + since,
+            "failed": failed,
+            "since_snapshot": since,
+            "drawn": main["_sampler_iter_yielded"],
+            "sampler": main["_sampler_iter_state"],
+            "len_called": main["_IterableDataset_len_called"],
+            "base_seed": main["_base_seed"],
+            "last_worker": snapshot["_last_yielded_worker_id"],
+            "ended": state["_iterator_finished"],
+            "workers": workers,
+        }
+    iterable, ended = _iterable_part(state["fetcher_state"])
+    return {
+        "version": 1,
+        "processes": 0,
+        "yielded": state["_num_yielded"],
+        "failed": failed,
+        "since_snapshot": 0,
+        "drawn": state["_sampler_iter_yielded"],
+        "sampler": state["_sampler_iter_state"],
+        "len_called": state["_IterableDataset_len_called"],
+        "base_seed": None,
+        "last_worker": None,
+        "ended": state["_iterator_finished"],
+        "workers": [{"id": 0, "map": state["dataset_state"], "iterable": iterable, "ended": ended}],
+    }
+
+
+def _fetcher(worker: Mapping[str, Any]) -> dict[str, Any] | None:
+    if worker["iterable"] is None:
+        return None
+    return {"dataset_iter_state": worker["iterable"], "fetcher_ended": worker["ended"]}
+
+
+def _torchdata_state(own: Mapping[str, Any]) -> dict[str, Any]:
+    # The inverse of own_worker_state, for a state that state.check_workers accepted.
+    workers = own["workers"]
+    if own["processes"] == 0:
+        return {
+            "_IterableDataset_len_called": own["len_called"],
+            "_index_sampler_state": None,
+            "_iterator_finished": own["ended"],
+            "_num_yielded": own["yielded"],
+            "_sampler_iter_state": own["sampler"],
+            "_sampler_iter_yielded": own["drawn"],
+            "_shared_seed": None,
+            "dataset_state": workers[0]["map"],
+            "fetcher_state": _fetcher(workers[0]),
+        }
+    return {
+        "_iterator_finished": own["ended"],
+        "_snapshot": {
+            "_last_yielded_worker_id": own["last_worker"],
+            "_main_snapshot": {
+                "_IterableDataset_len_called": own["len_called"],
+                "_base_seed": own["base_seed"],
+                "_index_sampler_state": None,
+                "_num_workers": own["processes"],
+                "_sampler_iter_state": own["sampler"],
+                "_sampler_iter_yielded": own["drawn"],
+                "_shared_seed": None,
+            },
+            "_snapshot_step": own["yielded"] - own["since_snapshot"],
+            "_worker_snapshots": {
+                f"worker_{w['id']}": {
+                    "dataset_state": w["map"],
+                    "fetcher_state": _fetcher(w),
+                    "worker_id": w["id"],
+                }
+                for w in workers
+            },
+        },
+        "_steps_since_snapshot": own["since_snapshot"],
+    }
 
 
 def show_user_dataset_to_worker(dataset: Any, seed: int) -> None:

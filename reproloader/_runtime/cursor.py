@@ -23,14 +23,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reproloader.exceptions import StateMismatchError
+from reproloader.exceptions import StateFieldError, StateMismatchError
 from reproloader.seeding import MAX_PATH_ELEMENT, check_int
 from reproloader.state import (
     FORMAT,
     RANKS_FORMAT,
     VERSION,
     LoaderState,
+    WorkersState,
     check_compatible,
+    check_fields,
+    check_workers,
     upgrade,
 )
 
@@ -84,7 +87,7 @@ class PassCursor:
         self._start = 0  # where the next pass starts (set by restore)
         self._offset = 0  # with sharding, the global sample offset it starts at
         self._loaded_end: int | None = None  # position of a finished pass that was restored
-        self._resume_state: dict[str, Any] | None = None  # worker state for the next iterator
+        self._resume_state: WorkersState | None = None  # worker state for the next iterator
         self.current = Pass(epoch=0, serial=0)
 
     @property
@@ -130,7 +133,7 @@ class PassCursor:
         self._loaded_end = None
         return self.current
 
-    def take_resume_workers(self) -> dict[str, Any] | None:
+    def take_resume_workers(self) -> WorkersState | None:
         """The workers' state that the next iterator resumes from (once), or None."""
         workers, self._resume_state = self._resume_state, None
         return workers
@@ -141,7 +144,7 @@ class PassCursor:
         progress: Callable[[], tuple[int, bool]],
         *,
         workers_hold_state: bool,
-        worker_state: Callable[[], dict[str, Any]],
+        worker_state: Callable[[], Any],
         offset_after: Callable[[Pass, int], int] | None = None,
     ) -> LoaderState:
         """The position as a state.
@@ -157,7 +160,7 @@ class PassCursor:
             offset_after: with sharding, the global sample offset after ``n`` batches
                 of a pass; None without sharding.
         """
-        workers: dict[str, Any] | None = None
+        workers: Any = None
         offset: int | None = None
         if not self._started:  # nothing iterated since set_epoch or a mid-epoch restore
             epoch, serial, position, finished = self._epoch, self._serial, self._start, False
@@ -197,6 +200,8 @@ class PassCursor:
         *,
         elastic: bool,
         workers_hold_state: bool,
+        batches: int | None = None,
+        legacy_workers: Callable[[Mapping[str, Any]], Any] | None = None,
     ) -> None:
         """Continue from ``state``; checks all of it before changing anything.
 
@@ -208,13 +213,21 @@ class PassCursor:
             elastic: whether the position is global (the loader shards itself), so
                 another world size may resume it.
             workers_hold_state: whether workers hold state a position cannot recompute.
+            batches: the exact number of batches of an epoch here, or None.
+            legacy_workers: converts the worker part of a version-1 state (which held
+                torchdata's own state) to :class:`~reproloader.state.WorkersState`.
 
         Raises:
             StateVersionError: not a ReproLoader state, or a newer format.
+            StateFieldError: a field of the wrong type or range, or out of step with
+                the others.
             StateMismatchError: the state was taken from a loader that differs.
         """
-        saved = upgrade(pick_rank(state, identity["rank"], identity["world_size"]))
-        workers = saved["workers"]
+        part = pick_rank(state, identity["rank"], identity["world_size"])
+        legacy = isinstance(part, Mapping) and part.get("version") == 1
+        saved = upgrade(part)
+        check_fields(saved, batches=batches, elastic=elastic)
+        workers: Any = saved["workers"]
         check_compatible(saved, identity, workers=workers is not None, elastic=elastic)
         # Worker state is needed mid-pass where workers hold state, and only there.
         needed = workers_hold_state and saved["position"] > 0 and not saved["finished"]
@@ -227,6 +240,15 @@ class PassCursor:
                 "with the same dataset and rng_scope",
                 {"worker state": (workers is not None, needed)},
             )
+        if workers is not None:
+            if legacy and legacy_workers is not None:
+                try:
+                    workers = legacy_workers(workers)
+                except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+                    raise StateFieldError(
+                        "workers", "the worker state version 1 wrote", workers
+                    ) from None
+            workers = check_workers(workers, saved)
         self.set_epoch(saved["epoch"])
         if saved["finished"]:
             self._started = True  # the next pass is the next epoch

@@ -32,6 +32,7 @@ from reproloader._runtime.units import SamplerRngs, UnitSampler, describe_sample
 from reproloader._runtime.wrappers import IterableWrapper, MapWrapper, WorkerInit, stateful
 from reproloader.config import ReproConfig
 from reproloader.distributed import ShardedSampler, rank_and_world_size
+from reproloader.exceptions import StateError
 from reproloader.seeding import SeedTree
 
 __all__ = ["Machinery"]
@@ -108,13 +109,28 @@ class Machinery:
         }
 
     def worker_state(self) -> dict[str, Any]:
-        """The running iterator's worker state (torchdata's snapshots)."""
+        """The running iterator's worker state (``state.WorkersState``)."""
         iterator = running_iterator(self._loader)
+        if self._loader.num_workers and iterator.failed:
+            # A worker's state travels with the batches it hands out; one whose fetch
+            # raised sends none, so what it drew or read before raising is in no state.
+            raise StateError(
+                f"cannot take an exact state: {iterator.failed} batch(es) of this pass "
+                "raised in a worker, and workers hold state here (worker scope, an "
+                "iterable dataset, or a dataset with its own state_dict) that a failed "
+                "batch changes without reporting it. Checkpoint at the end of the epoch, "
+                "or use num_workers=0 or rng_scope='batch'/'sample' with a stateless "
+                "map-style dataset."
+            )
         if self._loader.num_workers == 0:
             # The loader's own RNG states are swapped in only inside the window.
             with self.isolation():
                 return iterator_worker_state(iterator)
         return iterator_worker_state(iterator)
+
+    def batches(self) -> int | None:
+        """The exact number of batches of an epoch on this rank, where it is known."""
+        return len(self._loader) if self._fast is not None else None
 
     def offset_after(self, current: Pass, batches: int) -> int:
         """With ``shard=True``: the global sample offset after ``batches`` of ``current``."""

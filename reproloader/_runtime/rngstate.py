@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["dump_rng", "load_rng", "to_plain"]
+__all__ = ["dump_rng", "load_rng", "loads", "to_plain"]
 
 
 def to_plain(value: Any) -> Any:
@@ -74,3 +74,71 @@ def load_rng(rng: object, state: Any) -> None:
         rng.set_state(state)
     else:
         raise TypeError(f"not an RNG reproloader knows: {type(rng).__name__}")
+
+
+_PYTHON_RANDOM_WORDS = 625  # MT19937's 624 words and its position, as getstate() gives them
+
+
+def _words(value: object, n: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == n
+        and all(type(w) is int and 0 <= w < 2**32 for w in value)
+    )
+
+
+def _gauss(value: object) -> bool:
+    return value is None or type(value) is float
+
+
+def _scratch_for(kind: str, value: Any) -> object | None:
+    # An RNG of the kind ``value`` is a state of, to load it into; None if none fits.
+    if kind == "random" or (kind == "object" and isinstance(value, list)):
+        ok = (
+            isinstance(value, list)
+            and len(value) == 3
+            and value[0] == 3
+            and _words(value[1], _PYTHON_RANDOM_WORDS)
+            and value[1][-1] <= 624
+            and _gauss(value[2])
+        )
+        return random.Random() if ok else None
+    if kind == "torch" or (kind == "object" and isinstance(value, torch.Tensor)):
+        ok = isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1
+        return torch.Generator() if ok else None
+    if kind in ("generator", "object") and isinstance(value, Mapping):
+        name = value.get("bit_generator")
+        bit_generator = getattr(np.random, name, None) if isinstance(name, str) else None
+        if not (
+            isinstance(bit_generator, type) and issubclass(bit_generator, np.random.BitGenerator)
+        ):
+            return None
+        return np.random.Generator(bit_generator())
+    return None
+
+
+def loads(kind: str, value: Any) -> bool:
+    """Whether ``value`` is a state of an RNG of ``kind`` that loads as it should.
+
+    ``kind`` is ``"random"``, ``"torch"``, ``"numpy"`` (numpy's legacy global RNG as
+    ``{"key", "pos", "gauss"}``), ``"generator"`` (a numpy Generator) or ``"object"``
+    (any RNG object :func:`dump_rng` dumps). The state is loaded into a scratch RNG,
+    so whatever the RNG's own setter refuses is refused here too.
+    """
+    if kind == "numpy":
+        return (
+            isinstance(value, Mapping)
+            and set(value) == {"key", "pos", "gauss"}
+            and _words(value["key"], 624)
+            and type(value["pos"]) is int
+            and 0 <= value["pos"] <= 624
+            and _gauss(value["gauss"])
+        )
+    scratch = _scratch_for(kind, value)
+    if scratch is None:
+        return False
+    try:
+        load_rng(scratch, value)
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError):
+        return False
+    return True

@@ -14,7 +14,7 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
-from reproloader import ReproLoader
+from reproloader import ReproLoader, StateError
 from reproloader.testing import assert_resume_matches
 from tests.datasets import AllSources, RngArgument, Stream
 
@@ -124,3 +124,59 @@ def test_resume_samplers_and_datasets(name: str) -> None:
 def test_resume_iterable_dataset_by_fast_forward(scope: str, num_workers: int) -> None:
     make = loader_factory(Stream(21), num_workers=num_workers, config={"rng_scope": scope})
     assert_resume_matches(make, stop_at=[0, 2, 4, 6, 7])
+
+
+class _FailsAt(torch.utils.data.Dataset[Any]):
+    """Raises for index 9; every other sample draws from the global RNGs."""
+
+    def __len__(self) -> int:
+        return 24
+
+    def __getitem__(self, i: int) -> Any:
+        if i == 9:
+            raise ValueError("sample 9 is broken")
+        return torch.tensor([float(i), float(torch.rand(()))])
+
+
+def _loop_catching(loader: Any, stop: int | None = None) -> tuple[list[Any], Any]:
+    # A training loop that skips a batch whose fetch raised; the state after `stop` steps.
+    batches: list[Any] = []
+    it = iter(loader)
+    steps = 0
+    while stop is None or steps < stop:
+        steps += 1
+        try:
+            batches.append(next(it))
+        except ValueError:
+            continue
+        except StopIteration:
+            break
+    return batches, loader.state_dict()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("scope", ["batch", "worker"])
+def test_a_batch_whose_fetch_raised_counts_as_consumed(num_workers: int, scope: str) -> None:
+    def make() -> Any:
+        return ReproLoader(
+            _FailsAt(),
+            batch_size=4,
+            num_workers=num_workers,
+            seed=1,
+            config={"rng_scope": scope},
+            multiprocessing_context="fork" if num_workers else None,
+        )
+
+    everything, _ = _loop_catching(make())
+    assert len(everything) == 5  # batch 2 (samples 8-11) raised and was skipped
+    if scope == "worker" and num_workers:
+        # The failed batch's draws are in no worker snapshot: refused, not guessed.
+        with pytest.raises(StateError, match=r"1 batch\(es\) of this pass raised in a worker"):
+            _loop_catching(make(), stop=4)
+        return
+    head, state = _loop_catching(make(), stop=4)  # steps 1-2, the failure, step 4
+    assert state["position"] == 4
+    resumed = make()
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    assert [b.tolist() for b in head + rest] == [b.tolist() for b in everything]

@@ -27,6 +27,32 @@ IDENTITY: dict[str, Any] = {
 }
 
 
+def workers_part(yielded: int, processes: int = 0, base_seed: int = 5) -> dict[str, Any]:
+    """A valid worker part (state.WorkersState) of a map-style dataset in batch scope."""
+    return {
+        "version": 1,
+        "processes": processes,
+        "yielded": yielded,
+        "failed": 0,
+        "since_snapshot": 0,
+        "drawn": yielded,
+        "sampler": None,
+        "len_called": None,
+        "base_seed": base_seed if processes else None,
+        "last_worker": 0 if processes else None,
+        "ended": False,
+        "workers": [
+            {
+                "id": i,
+                "map": {"dataset": {"i": i}, "stream": None},
+                "iterable": None,
+                "ended": False,
+            }
+            for i in range(max(processes, 1))
+        ],
+    }
+
+
 def _never() -> Any:
     raise AssertionError("must not be called here")
 
@@ -143,7 +169,7 @@ def test_a_restored_unstarted_state_snapshots_to_itself() -> None:
 def test_worker_state_is_taken_mid_pass_where_workers_hold_state_and_handed_on_once() -> None:
     cursor = PassCursor()
     cursor.begin_pass(0, 1)
-    workers = {"snapshot": [1, 2]}
+    workers = workers_part(2)
     state = snapshot(cursor, yielded=2, workers_hold_state=True, worker_state=lambda: workers)
     assert state["workers"] == workers
     # At the start of a pass and at its end there is nothing to take.
@@ -159,7 +185,9 @@ def test_worker_state_is_taken_mid_pass_where_workers_hold_state_and_handed_on_o
 def test_set_epoch_after_a_restore_drops_the_restored_worker_state() -> None:
     cursor = PassCursor()
     cursor.begin_pass(0, 1)
-    state = snapshot(cursor, yielded=2, workers_hold_state=True, worker_state=lambda: {"w": 1})
+    state = snapshot(
+        cursor, yielded=2, workers_hold_state=True, worker_state=lambda: workers_part(2)
+    )
     resumed = PassCursor()
     resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=True)
     resumed.set_epoch(3)
@@ -173,7 +201,7 @@ def test_a_state_lacking_or_carrying_worker_state_where_it_should_not_is_refused
     without = snapshot(cursor, yielded=2)
     with pytest.raises(StateMismatchError, match="lacks worker state, which this loader needs"):
         PassCursor().restore(without, IDENTITY, elastic=False, workers_hold_state=True)
-    with_workers = {**without, "workers": {"w": 1}}
+    with_workers = {**without, "workers": workers_part(2)}
     with pytest.raises(StateMismatchError, match="carries worker state, which this loader does"):
         PassCursor().restore(with_workers, IDENTITY, elastic=False, workers_hold_state=False)
 
@@ -249,14 +277,14 @@ def test_a_gathered_state_restores_each_rank_from_its_own_part() -> None:
                 yielded=3 + rank,
                 identity=identity,
                 workers_hold_state=True,
-                worker_state=lambda rank=rank: {"rank": rank},
+                worker_state=lambda rank=rank: workers_part(3 + rank, 1, base_seed=rank),
             )
         )
     for rank in range(2):
         identity = {**IDENTITY, "rank": rank, "world_size": 2, "num_workers": 1}
         resumed = PassCursor()
         resumed.restore(_gathered(*parts), identity, elastic=False, workers_hold_state=True)
-        assert resumed.take_resume_workers() == {"rank": rank}
+        assert resumed.take_resume_workers() == workers_part(3 + rank, 1, base_seed=rank)
     # Worker state of rank 0 cannot resume rank 1 on another world size: refused by name.
     identity = {**IDENTITY, "rank": 1, "world_size": 3, "num_workers": 1}
     with pytest.raises(StateMismatchError, match="rank: saved 0, this loader 1"):
