@@ -40,7 +40,7 @@ from reproloader._diagnose.experiments import (
     vector,
 )
 from reproloader._diagnose.findings import Finding, Reported
-from reproloader._runtime.rngs import find_rngs
+from reproloader._runtime.discovery import find_rngs
 
 __all__ = ["AuditReport", "audit"]
 

@@ -17,7 +17,8 @@ import numpy.typing as npt
 import torch.utils.data
 
 from reproloader import context as _context
-from reproloader._runtime.rngs import AttributeRngs, GlobalRngs, find_rngs
+from reproloader._runtime.discovery import find_rngs
+from reproloader._runtime.rngs import AttributeRngs, GlobalRngs
 from reproloader._runtime.rngstate import dump_rng, load_rng
 from reproloader.context import RngScope, WorkerContext
 from reproloader.exceptions import StateMismatchError
