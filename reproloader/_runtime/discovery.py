@@ -110,16 +110,40 @@ def is_global(obj: object) -> bool:
     return obj is _RANDOM or obj is np.random.mtrand._rand
 
 
-def _foreign_rng(obj: object) -> bool:
-    """Whether ``obj`` looks like an RNG that cannot be reseeded in place."""
-    if isinstance(obj, (random.SystemRandom, np.random.BitGenerator)):
+def _foreign_type(cls: type) -> bool:
+    if issubclass(cls, (random.SystemRandom, np.random.BitGenerator)):
         return True
-    if isinstance(obj, _RNG_TYPES):
+    if issubclass(cls, _RNG_TYPES):
         return False
-    cls = type(obj)
     return any(hasattr(cls, name) for name in _DRAWS) and any(
         hasattr(cls, name) for name in _STATES
     )
+
+
+_ATOM, _RNG, _FOREIGN, _SKIP, _WALK = range(5)
+_KINDS: dict[type, int] = {}
+
+
+def _classify(cls: type) -> int:
+    if issubclass(cls, _ATOMS):
+        kind = _ATOM
+    elif issubclass(cls, _RNG_TYPES) and not issubclass(cls, random.SystemRandom):
+        kind = _RNG
+    elif issubclass(cls, _NO_DESCENT):
+        kind = _SKIP
+    elif _foreign_type(cls):
+        kind = _FOREIGN
+    else:
+        kind = _WALK
+    _KINDS[cls] = kind
+    return kind
+
+
+def _kind(obj: object) -> int:
+    """What the walk does with ``obj``, decided once per type (isinstance on ABCs is slow)."""
+    cls = type(obj)
+    kind = _KINDS.get(cls)
+    return _classify(cls) if kind is None else kind
 
 
 def _slot_names(cls: type) -> Iterator[str]:
@@ -190,9 +214,10 @@ def _plain(obj: object, depth: int = 0) -> bool:
     Atoms, and up to four levels of lists, tuples, dicts and record objects (a
     ``__dict__`` of plain values) over them.
     """
-    if isinstance(obj, _ATOMS):
+    kind = _kind(obj)
+    if kind == _ATOM:
         return True
-    if depth >= 4 or isinstance(obj, (*_RNG_TYPES, *_NO_DESCENT, types.FunctionType)):
+    if depth >= 4 or kind != _WALK or isinstance(obj, types.FunctionType):
         return False
     if isinstance(obj, (list, tuple)):
         items: Any = obj[:_PROBE]
@@ -200,7 +225,7 @@ def _plain(obj: object, depth: int = 0) -> bool:
         items = itertools.islice(obj.values(), _PROBE)
     else:
         attributes = getattr(obj, "__dict__", None)
-        if not isinstance(attributes, dict) or _foreign_rng(obj):
+        if not isinstance(attributes, dict) or _kind(obj) != _WALK:
             return False
         items = itertools.islice(attributes.values(), _PROBE * 2)
     return all(_plain(v, depth + 1) for v in items)
@@ -247,7 +272,7 @@ class Discovery:
                     ),
                     (
                         "draw from reproloader.get_context().rng (or take an rng= argument), "
-                        "or raise the budget"
+                        "or raise ReproConfig(rng_search_budget=...)"
                     ),
                 )
             )
@@ -281,28 +306,28 @@ def discover(roots: Mapping[str, object], budget: int = DEFAULT_BUDGET) -> Disco
     result = Discovery(budget=budget)
     while queue:
         path, obj = queue.popleft()
-        if isinstance(obj, _ATOMS):
-            continue
-        if isinstance(obj, _RNG_TYPES) and not isinstance(obj, random.SystemRandom):
+        kind = _kind(obj)
+        if kind == _RNG:
             if not is_global(obj):
                 previous = found.get(id(obj))
                 if previous is None or path < previous[0]:
                     found[id(obj)] = (path, obj)
             continue
-        if id(obj) in seen or isinstance(obj, _NO_DESCENT):
+        if kind in (_ATOM, _SKIP) or id(obj) in seen:
             continue
-        if _foreign_rng(obj):
-            seen.add(id(obj))
+        seen.add(id(obj))
+        if kind == _FOREIGN:
             foreign[id(obj)] = (path, type(obj).__qualname__)
             continue
         if result.visited >= budget:
             result.stopped_at = path
             break
-        seen.add(id(obj))
         result.visited += 1
         if isinstance(obj, (list, tuple, dict)) and len(obj) > _LONG and _plain(obj):
             continue  # data, not pipeline: a list of file names, a table of labels
-        queue.extend((path + suffix, child) for suffix, child in _children(obj))
+        queue.extend(
+            (path + suffix, child) for suffix, child in _children(obj) if _kind(child) != _ATOM
+        )
     result.rngs = sorted(found.values(), key=lambda item: item[0])
     result.foreign = sorted(foreign.values())
     return result

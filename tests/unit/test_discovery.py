@@ -133,7 +133,7 @@ def test_budget_warning_is_given_once_with_path_and_fix() -> None:
         (
             "d[0][0]: the RNG search read 2 objects and stopped here; RNGs beyond it are not "
             "reseeded; draw from reproloader.get_context().rng (or take an rng= argument), or "
-            "raise the budget"
+            "raise ReproConfig(rng_search_budget=...)"
         )
     ]
 
