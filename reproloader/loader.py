@@ -41,7 +41,7 @@ from reproloader._runtime.arguments import (
 )
 from reproloader._runtime.bridge import quiet_torchdata
 from reproloader._runtime.isolation import Isolation
-from reproloader._runtime.producer import Plan
+from reproloader._runtime.producer import Plan, search
 from reproloader._runtime.rngs import GlobalRngs
 from reproloader._runtime.units import Pass, SamplerRngs, UnitSampler, fast_mode
 from reproloader._runtime.wrappers import IterableWrapper, MapWrapper, WorkerInit, stateful
@@ -335,10 +335,15 @@ class ReproLoader(_Base[_T_co]):
             batch_size=self.batch_size or 1,
             reseed_globals=frozenset(self.config.reseed_globals),
             reseed_dataset_rngs=self.config.reseed_dataset_rngs,
+            collate_fn=self.collate_fn,
+            rng_search_budget=self.config.rng_search_budget,
         )
 
     def _view(self) -> _IteratorView:
         plan = self._plan()
+        if self.num_workers > 0 and plan.reseed_dataset_rngs:
+            # Workers search quietly; say here, once, what they will not reseed.
+            search(plan, self.dataset).warn(stacklevel=5)
         overrides: dict[str, Any] = {
             "generator": self._private_generator,
             "worker_init_fn": WorkerInit(self._epoch, self.worker_init_fn),
