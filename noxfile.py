@@ -32,7 +32,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def integration(session: nox.Session) -> None:
-    """Lightning and accelerate: tests/frameworks and their examples."""
+    """tests/frameworks: Lightning, accelerate, and the data pipeline packages."""
     install(session, "integration")
     session.run("pytest", "tests/frameworks", *session.posargs)
 
