@@ -43,7 +43,7 @@ def tests_torch(session: nox.Session, torch: str) -> None:
 
 @nox.session
 def integration(session: nox.Session) -> None:
-    """Lightning and accelerate: tests/frameworks, their examples, the bridge's contracts."""
+    """tests/frameworks (Lightning, accelerate, the data pipeline packages) and the bridge's contracts."""
     install(session, "integration")
     session.run("pytest", "tests/frameworks", "tests/unit/test_bridge.py", *session.posargs)
 

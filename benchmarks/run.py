@@ -11,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import discovery
 import plot  # imported after the path set-up above
 import resume
 import scale
@@ -25,6 +26,7 @@ def main() -> None:
     resume.main(["--n", "100000", "--reps", "2"] if quick else [])
     unit_cost.main(["--reps", "3"] if quick else [])
     scale.main(["--quick"] if quick else [])
+    discovery.main(["--reps", "3"] if quick else [])
     plot.main()
 
 

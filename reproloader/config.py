@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from reproloader._runtime.discovery import DEFAULT_BUDGET
 from reproloader.context import RngScope
 from reproloader.determinism import FROZEN_MODEL, AppliedSettings, DeterminismConfig
 from reproloader.exceptions import ConfigError
@@ -83,9 +84,14 @@ class ReproConfig(BaseModel):
             would then depend on what ran before in the process.
         reseed_dataset_rngs: reseed, in place and before each unit, the numpy
             ``Generator``/``RandomState``, ``random.Random`` and ``torch.Generator``
-            objects stored on the dataset (and on samplers you pass in). This fixes
-            the classic bug of a Generator created in ``__init__`` that every worker
-            copies; turn it off if such an RNG must keep its own stream.
+            objects held by the dataset and the collate_fn (and by samplers you pass
+            in). This fixes the classic bug of a Generator created in ``__init__``
+            that every worker copies; turn it off if such an RNG must keep its own
+            stream.
+        rng_search_budget: how many objects the search for those RNG objects reads
+            (through attributes, containers, ``__slots__``, closures) before it stops
+            and warns, naming where. Plain data (strings, numbers, arrays, long lists
+            of them) is not counted.
         determinism: torch's process-wide switches (:class:`DeterminismConfig`).
 
     Example:
@@ -100,6 +106,7 @@ class ReproConfig(BaseModel):
     start_method: StartMethod | None = None
     reseed_globals: frozenset[GlobalRngName] = frozenset({"numpy", "random", "torch"})
     reseed_dataset_rngs: bool = Field(default=True, strict=True)
+    rng_search_budget: int = Field(default=DEFAULT_BUDGET, ge=1, strict=True)
     determinism: DeterminismConfig = DeterminismConfig()
 
     def apply(self) -> AppliedSettings:

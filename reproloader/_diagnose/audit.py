@@ -33,6 +33,7 @@ from reproloader._diagnose.experiments import (
     TargetError,
     differ,
     fresh_run,
+    frozen_entropy,
     load_target,
     numbers,
     payload,
@@ -42,7 +43,8 @@ from reproloader._diagnose.experiments import (
     vector,
 )
 from reproloader._diagnose.findings import Finding, Reported
-from reproloader._runtime.rngs import find_rngs
+from reproloader._runtime.discovery import DEFAULT_BUDGET, Discovery, discover
+from reproloader._runtime.wrappers import stateful
 
 __all__ = ["AuditReport", "audit"]
 
@@ -205,6 +207,20 @@ def _check_same_seed(p: Pipeline, target: Any, fresh_processes: bool) -> Finding
     again = p.run(repeats=2, limit=limit)[0]
     found = _summary(first, again)
     if found:
+        with frozen_entropy():
+            frozen = [p.run(repeats=2, limit=limit)[0] for _ in range(2)]
+        if not _summary(*frozen):
+            return Finding(
+                name,
+                False,
+                "error",
+                f"two runs in this process with seed 0 differ ({found}), and agree when "
+                "time.time and os.urandom are frozen: an RNG inside the pipeline is seeded "
+                "from the clock or os.urandom (webdataset's .shuffle(n) without rng= is one)",
+                "give that RNG a seed from the run: pass it a seeded generator (webdataset: "
+                ".shuffle(n, rng=random.Random(seed)), which ReproLoader then reseeds per "
+                "batch), or draw from reproloader.get_context().rng",
+            )
         return Finding(
             name,
             False,
@@ -285,6 +301,21 @@ def _check_resume(p: Pipeline) -> Finding:
     resumed.load_state_dict(state)
     rest = take(resumed, total - 2)
     found = difference(reference, head + rest, "batch")
+    dataset = loader.dataset
+    if found and p.iterable and p.repro and stateful(dataset):
+        kind = type(dataset).__name__
+        return Finding(
+            name,
+            False,
+            "error",
+            f"stopped after 2 batches and resumed from state_dict(): {found}. The resume "
+            f"went through the dataset's own state (dataset.state_dict() of {kind}), which "
+            "does not hold everything its stream depends on (Hugging Face iterable "
+            "datasets leave out their shuffle buffer)",
+            f"make {kind}.state_dict() hold the whole position, or wrap the dataset in an "
+            "IterableDataset without state_dict/load_state_dict: ReproLoader then resumes "
+            "by replaying the pass, exactly",
+        )
     if found:
         return Finding(
             name,
@@ -353,9 +384,19 @@ def _global_rng_use(p: Pipeline) -> Finding:
     return Finding(name, True, "info", evidence)
 
 
+def _search(p: Pipeline) -> Discovery:
+    """The RNG objects of the audited dataset and collate_fn, as the loader searches them."""
+    loader = p.loader
+    roots = {"dataset": loader.dataset}
+    if loader.collate_fn is not None:
+        roots["collate_fn"] = loader.collate_fn
+    config = getattr(loader, "config", None)
+    return discover(roots, getattr(config, "rng_search_budget", DEFAULT_BUDGET))
+
+
 def _check_rng_objects(p: Pipeline) -> Finding:
     name = "RNG objects stored in the dataset"
-    found = [path for path, _ in find_rngs(p.loader.dataset, "dataset")]
+    found = [path for path, _ in _search(p).rngs]
     if not found:
         return Finding(name, True, "warning", "none found")
     config = getattr(p.loader, "config", None)
@@ -370,6 +411,27 @@ def _check_rng_objects(p: Pipeline) -> Finding:
         f"{', '.join(found)}: every worker starts from a copy of it in the same state",
         "ReproLoader reseeds such RNGs in place per unit; or draw from "
         "reproloader.get_context().rng",
+    )
+
+
+def _check_reach(p: Pipeline) -> Finding:
+    name = "RNGs beyond the loader's reach"
+    found = _search(p)
+    problems = found.problems
+    if not problems:
+        return Finding(
+            name,
+            True,
+            "warning",
+            f"searched {found.visited} objects of the dataset and collate_fn; every RNG "
+            "found can be reseeded",
+        )
+    return Finding(
+        name,
+        False,
+        "warning",
+        "; ".join(f"{path}: {what}" for path, what, _ in problems),
+        "; ".join(f"{path}: {fix}" for path, _, fix in problems),
     )
 
 
@@ -441,6 +503,7 @@ def audit(
         step("mid-epoch resume", lambda: _check_resume(pipeline))
         step("determinism settings", _check_settings)
         step("RNG objects in the dataset", lambda: _check_rng_objects(pipeline))
+        step("RNGs beyond reach", lambda: _check_reach(pipeline))
         step("process-wide RNGs used", lambda: _global_rng_use(pipeline))
         for number, (label, fn) in enumerate(steps, start=1):
             if progress is not None:

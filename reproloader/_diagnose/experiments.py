@@ -11,14 +11,17 @@ and :func:`fresh_run` carry a pipeline into a fresh interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import itertools
+import os
 import pickle
 import random
+import time
 import traceback
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +40,7 @@ __all__ = [
     "differ",
     "first_batch_indices",
     "fresh_run",
+    "frozen_entropy",
     "load_target",
     "numbers",
     "payload",
@@ -103,6 +107,34 @@ def rebuild(loader: Any, **changes: Any) -> Any:
     kwargs.update(changes)
     with quiet_torchdata():
         return cls(**kwargs)
+
+
+_FROZEN_TIME: Final = 1_700_000_000.0
+
+
+@contextlib.contextmanager
+def frozen_entropy() -> Iterator[None]:
+    """Inside: the clock stands still and ``os.urandom`` returns zeros.
+
+    ``time.time``, ``time.time_ns``, ``os.urandom`` and the ``random`` module's own
+    handle on it (behind ``SystemRandom``, ``secrets`` and unseeded numpy Generators)
+    are replaced. If two runs differ normally but agree in here, something in the
+    pipeline seeds itself from the clock or the operating system's entropy.
+    """
+    patched = [
+        (time, "time", lambda: _FROZEN_TIME),
+        (time, "time_ns", lambda: int(_FROZEN_TIME * 1e9)),
+        (os, "urandom", bytes),
+        (random, "_urandom", bytes),
+    ]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patched]
+    try:
+        for module, name, value in patched:
+            setattr(module, name, value)
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
 
 
 def take(loader: Any, limit: int | None = None) -> list[Any]:

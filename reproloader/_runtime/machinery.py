@@ -26,7 +26,7 @@ from reproloader._runtime.bridge import (
 )
 from reproloader._runtime.cursor import Pass, PassCursor
 from reproloader._runtime.isolation import Isolation
-from reproloader._runtime.producer import Plan
+from reproloader._runtime.producer import Plan, search
 from reproloader._runtime.rngs import GlobalRngs
 from reproloader._runtime.units import SamplerRngs, UnitSampler, describe_sampler, fast_mode
 from reproloader._runtime.wrappers import IterableWrapper, MapWrapper, WorkerInit, stateful
@@ -165,7 +165,12 @@ class Machinery:
             reseed_globals=frozenset(config.reseed_globals),
             reseed_dataset_rngs=config.reseed_dataset_rngs,
             iterable=self.iterable,
+            collate_fn=loader.collate_fn,
+            rng_search_budget=config.rng_search_budget,
         )
+        if loader.num_workers > 0 and plan.reseed_dataset_rngs:
+            # Workers search quietly; say here, once, what they will not reseed.
+            search(plan, loader.dataset).warn(stacklevel=6)
         overrides: dict[str, Any] = {
             "generator": self._generator,
             "worker_init_fn": WorkerInit(current.epoch, loader.worker_init_fn),

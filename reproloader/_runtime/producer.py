@@ -9,7 +9,7 @@ that nobody can hold it) and publish the context.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,13 +17,14 @@ import numpy.typing as npt
 import torch.utils.data
 
 from reproloader import context as _context
-from reproloader._runtime.rngs import AttributeRngs, GlobalRngs, find_rngs
+from reproloader._runtime.discovery import DEFAULT_BUDGET, Discovery, discover
+from reproloader._runtime.rngs import AttributeRngs, GlobalRngs
 from reproloader._runtime.rngstate import dump_rng, load_rng
 from reproloader.context import RngScope, WorkerContext
 from reproloader.exceptions import StateMismatchError
 from reproloader.seeding import Lane, Node, SeedTree, UnitStreams, unit_stream
 
-__all__ = ["Plan", "Producer"]
+__all__ = ["Plan", "Producer", "search"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,11 @@ class Plan:
         batch_size: samples per batch (1 without automatic batching); for iterable
             datasets it is also where one unit ends in batch scope.
         reseed_globals: names of the process-wide RNGs to reseed.
-        reseed_dataset_rngs: whether to reseed RNG objects found on the dataset.
+        reseed_dataset_rngs: whether to reseed RNG objects found on the dataset
+            and the collate_fn.
+        collate_fn: the loader's collate_fn, searched for RNG objects too (it runs
+            inside the unit).
+        rng_search_budget: how many objects one search for RNG objects reads at most.
         iterable: whether the dataset is an IterableDataset.
     """
 
@@ -52,6 +57,16 @@ class Plan:
     reseed_globals: frozenset[str]
     reseed_dataset_rngs: bool
     iterable: bool = False
+    collate_fn: Any = field(default=None, compare=False)
+    rng_search_budget: int = DEFAULT_BUDGET
+
+
+def search(plan: Plan, dataset: object) -> Discovery:
+    """The RNG objects reachable from ``dataset`` and the plan's ``collate_fn``."""
+    roots = {"dataset": dataset}
+    if plan.collate_fn is not None:
+        roots["collate_fn"] = plan.collate_fn
+    return discover(roots, plan.rng_search_budget)
 
 
 class Producer:
@@ -89,9 +104,16 @@ class Producer:
         self.find_attribute_rngs()
 
     def find_attribute_rngs(self) -> None:
-        """Look for RNG objects on the dataset again (they may be new or replaced)."""
+        """Look for RNG objects on the dataset again (they may be new or replaced).
+
+        The main process warns about what it cannot reseed (workers stay quiet: the
+        main process searched the same objects when the iterator was made).
+        """
         if self.plan.reseed_dataset_rngs:
-            self._attributes = AttributeRngs(find_rngs(self._user_dataset, "dataset"))
+            found = search(self.plan, self._user_dataset)
+            if not self.in_worker:
+                found.warn(stacklevel=4)
+            self._attributes = AttributeRngs(found.rngs)
 
     @property
     def attribute_paths(self) -> list[str]:

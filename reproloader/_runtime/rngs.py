@@ -26,15 +26,13 @@ from __future__ import annotations
 import _random
 import ctypes
 import random
-import types
-from collections.abc import Iterator
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-__all__ = ["GLOBAL_RNG_NAMES", "AttributeRngs", "GlobalRngs", "LegacyState", "find_rngs"]
+__all__ = ["GLOBAL_RNG_NAMES", "AttributeRngs", "GlobalRngs", "LegacyState"]
 
 GLOBAL_RNG_NAMES: Final = ("numpy", "random", "torch")
 
@@ -236,65 +234,6 @@ class GlobalRngs:
             plain["torch"],
             self._numpy.from_plain(plain["numpy"]) if self._numpy is not None else None,
         )
-
-
-def _is_global(obj: object) -> bool:
-    return obj is _RANDOM or obj is np.random.mtrand._rand
-
-
-_NO_DESCENT: Final = (
-    types.ModuleType,
-    type,
-    types.FunctionType,
-    types.BuiltinFunctionType,
-    types.MethodType,
-    torch.Tensor,
-    np.ndarray,
-    str,
-    bytes,
-)
-_MAX_DEPTH: Final = 4
-_MAX_CONTAINER: Final = 64
-
-
-def find_rngs(root: object, name: str) -> list[tuple[str, Any]]:
-    """RNG objects reachable from ``root`` through attributes, sorted by path.
-
-    Descends through instance attributes, and lists, tuples and dicts of at most 64
-    items, up to four levels (``dataset.transform.transforms[2].rng``). Each object
-    is reported once, under its first path in sorted order; the process-wide RNGs
-    are left out (they are reseeded as such).
-    """
-    found: dict[int, tuple[str, Any]] = {}
-    seen: set[int] = set()
-
-    def children(obj: object) -> Iterator[tuple[str, object]]:
-        if isinstance(obj, (list, tuple)):
-            if len(obj) <= _MAX_CONTAINER:
-                yield from ((f"[{i}]", v) for i, v in enumerate(obj))
-        elif isinstance(obj, dict):
-            if len(obj) <= _MAX_CONTAINER:
-                yield from ((f"[{k!r}]", v) for k, v in obj.items())
-        elif not isinstance(obj, _NO_DESCENT):
-            attrs = getattr(obj, "__dict__", None)
-            if isinstance(attrs, dict):
-                yield from ((f".{k}", v) for k, v in attrs.items())
-
-    def walk(obj: object, path: str, depth: int) -> None:
-        if isinstance(obj, _RNG_TYPES):
-            if not _is_global(obj):
-                previous = found.get(id(obj))
-                if previous is None or path < previous[0]:
-                    found[id(obj)] = (path, obj)
-            return
-        if depth == _MAX_DEPTH or id(obj) in seen:
-            return
-        seen.add(id(obj))
-        for suffix, child in children(obj):
-            walk(child, path + suffix, depth + 1)
-
-    walk(root, name, 0)
-    return sorted(found.values(), key=lambda item: item[0])
 
 
 def _generator_state(bit_generator: np.random.BitGenerator, words: npt.NDArray[np.uint64]) -> Any:

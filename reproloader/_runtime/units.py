@@ -20,8 +20,9 @@ from typing import Any, Literal
 from torch.utils.data import SequentialSampler
 
 from reproloader._runtime.cursor import Pass, PassCursor
+from reproloader._runtime.discovery import find_rngs
 from reproloader._runtime.isolation import Isolation
-from reproloader._runtime.rngs import AttributeRngs, GlobalRngs, find_rngs
+from reproloader._runtime.rngs import AttributeRngs, GlobalRngs
 from reproloader._runtime.shuffle import BLOCK
 from reproloader._runtime.wrappers import Unit
 from reproloader.distributed import ShardedSampler

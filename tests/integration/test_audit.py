@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from reproloader import AuditReport, Finding, ReproLoader, audit
@@ -32,6 +34,7 @@ SAME_SEED = "two runs with the same seed differ"
 RESUME = "mid-epoch resume reproduces the stream"
 SETTINGS = "process-wide determinism settings"
 RNG_OBJECTS = "RNG objects stored in the dataset"
+REACH = "RNGs beyond the loader's reach"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -177,7 +180,7 @@ def test_cli_fails_on_dataloader_and_passes_on_reproloader_with_fresh_processes(
     assert repro.returncode == 0, repro.stdout + repro.stderr
     assert "two fresh processes, agree" in repro.stdout
     assert "no problem found" in repro.stdout
-    assert "auditing [1/8]" in repro.stderr  # progress
+    assert "auditing [1/9]" in repro.stderr  # progress
 
 
 def test_cli_table_names_each_problem() -> None:
@@ -206,3 +209,115 @@ def test_the_process_wide_rngs_a_pipeline_uses_are_named(dataset: Any, expected:
     )
     assert (finding.passed, finding.severity) == (True, "info")
     assert expected in finding.evidence
+
+
+def finding(report: AuditReport, check: str) -> Finding:
+    return next(f for f in report.findings if f.check == check)
+
+
+class ClockSeeded(IterableDataset[float]):
+    """Seeds a random.Random from the clock when iteration starts, as webdataset's
+    ``.shuffle(n)`` does without ``rng=``: no loader can reach it."""
+
+    def __iter__(self) -> Any:
+        import random
+        import time
+
+        rng = random.Random(time.time_ns())
+        return (rng.random() for _ in range(16))
+
+
+@pytest.mark.parametrize("loader_cls", [DataLoader, ReproLoader])
+def test_an_rng_seeded_from_the_clock_inside_the_pipeline_is_named(loader_cls: type) -> None:
+    kwargs = {"seed": 0} if loader_cls is ReproLoader else {}
+    found = finding(quick(loader_cls(ClockSeeded(), batch_size=4, **kwargs)), SAME_SEED)
+    assert not found.passed
+    assert (
+        "agree when time.time and os.urandom are frozen: an RNG inside the pipeline is "
+        "seeded from the clock or os.urandom" in found.evidence
+    )
+    assert found.fix.startswith("give that RNG a seed from the run")
+
+
+class ForeignRng:
+    """An RNG of a library the loader does not know: it draws, and has a seed."""
+
+    def __init__(self) -> None:
+        self.state = 0
+
+    def seed(self, value: int) -> None:
+        self.state = value
+
+    def random(self) -> float:
+        self.state = (self.state * 1103515245 + 12345) % 2**31
+        return self.state / 2**31
+
+
+class Unreachable(Dataset[torch.Tensor]):
+    """One RNG the loader cannot reseed, and one beyond its search budget."""
+
+    def __init__(self) -> None:
+        self.noise = ForeignRng()
+        self.deep = [[[[{"rng": np.random.default_rng(0)}]]]]
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.tensor([float(i), self.noise.random()])
+
+
+def test_rngs_beyond_reach_are_reported_with_path_and_fix() -> None:
+    loader = ReproLoader(Unreachable(), batch_size=4, seed=0, config={"rng_search_budget": 3})
+    with pytest.warns(UserWarning, match="cannot be reseeded|stopped here"):
+        report = quick(loader)
+    found = finding(report, REACH)
+    assert (found.passed, found.severity) == (False, "warning")
+    assert found.evidence == (
+        "dataset.noise: ForeignRng cannot be reseeded in place by the loader; "
+        "dataset.deep[0]: the RNG search read 3 objects and stopped here; RNGs beyond it "
+        "are not reseeded"
+    )
+    assert found.fix.startswith(
+        "dataset.noise: pass a numpy Generator (rng=...) or draw from "
+        "reproloader.get_context().rng; dataset.deep[0]: draw from"
+    )
+    assert finding(quick(ReproLoader(InitGenerator(8), batch_size=4, seed=0)), REACH).passed
+
+
+class LossyState(IterableDataset[float]):
+    """Shuffles through a buffer, like a Hugging Face iterable dataset's .shuffle(); its
+    state_dict holds where the source stands but not the buffer."""
+
+    def __init__(self, n: int = 32, buffer: int = 6) -> None:
+        self.n = n
+        self.buffer = buffer
+        self.rng = np.random.default_rng(0)
+        self._resume = 0
+        self._read = 0
+
+    def __iter__(self) -> Any:
+        start, self._resume = self._resume, 0
+        buffer: list[int] = []
+        for x in range(start, self.n):
+            self._read = x + 1
+            buffer.append(x)
+            if len(buffer) == self.buffer:
+                yield float(buffer.pop(int(self.rng.integers(len(buffer)))))
+        while buffer:
+            yield float(buffer.pop(int(self.rng.integers(len(buffer)))))
+
+    def state_dict(self) -> dict[str, int]:
+        return {"read": self._read}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = state["read"]
+
+
+def test_an_iterable_dataset_whose_own_state_resumes_inexactly_is_named() -> None:
+    found = finding(quick(ReproLoader(LossyState(), batch_size=4, seed=0)), RESUME)
+    assert (found.passed, found.severity) == (False, "error")
+    assert "went through the dataset's own state (dataset.state_dict() of LossyState)" in (
+        found.evidence
+    )
+    assert found.fix.startswith("make LossyState.state_dict() hold the whole position")

@@ -66,7 +66,10 @@ def test_precedence_defaults_file_environment_keywords(tmp_path: Path) -> None:
     assert ReproConfig.load(path, environ=environ).seed == 2
 
 
-KNOWN = "seed, rng_scope, start_method, reseed_globals, reseed_dataset_rngs, determinism"
+KNOWN = (
+    "seed, rng_scope, start_method, reseed_globals, reseed_dataset_rngs, rng_search_budget, "
+    "determinism"
+)
 
 
 def message(error: pytest.ExceptionInfo[ConfigError]) -> str:

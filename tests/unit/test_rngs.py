@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from reproloader._runtime.rngs import AttributeRngs, GlobalRngs, LegacyState, find_rngs
+from reproloader._runtime.discovery import find_rngs
+from reproloader._runtime.rngs import AttributeRngs, GlobalRngs, LegacyState
 
 ALL = frozenset({"numpy", "random", "torch"})
 
@@ -114,32 +115,6 @@ class Holder:
         self.alias = self.gen  # reported once, under its first path
         self.global_random = random._inst  # type: ignore[attr-defined]
         self.table = {"aug": Augment()}
-
-
-def test_find_rngs_reports_each_rng_once_with_its_path() -> None:
-    paths = [path for path, _ in find_rngs(Holder(), "dataset")]
-    assert paths == [
-        "dataset.alias",
-        "dataset.legacy",
-        "dataset.py",
-        "dataset.table['aug'].rng",
-        "dataset.torch_gen",
-        "dataset.transforms[0].rng",
-    ]
-
-
-def test_find_rngs_stops_at_depth_and_cycles() -> None:
-    class Node:
-        pass
-
-    root = Node()
-    node = root
-    for _ in range(6):
-        node.child = Node()  # type: ignore[attr-defined]
-        node = node.child  # type: ignore[attr-defined]
-    node.rng = np.random.default_rng(0)  # type: ignore[attr-defined]
-    root.loop = root  # type: ignore[attr-defined]
-    assert find_rngs(root, "d") == []
 
 
 def test_attribute_rngs_reseed_in_place_and_repeat() -> None:
