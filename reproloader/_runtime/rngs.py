@@ -74,6 +74,18 @@ def _words_view(view: memoryview) -> memoryview:
     return view.cast("I")
 
 
+class _Mark:
+    # Where a RandomState's MT19937 state stood when its cached deviate was last
+    # known to be empty: (position, key[0], key[1]), or None.
+    __slots__ = ("mark",)
+
+    def __init__(self) -> None:
+        self.mark: tuple[int, int, int] | None = None
+
+
+_GLOBAL_MARK: Final = _Mark()
+
+
 class LegacyState:
     """Save, restore and reseed one ``np.random.RandomState``, cheaply where possible.
 
@@ -87,7 +99,11 @@ class LegacyState:
     the cache empty (the *mark*): a normal draw with an empty cache always moves
     the state, so an unmoved state still has an empty cache (short of someone
     calling ``set_state`` with exactly the marked key and a cached deviate). In a
-    training loop that does not use numpy's global RNG, no probe runs at all.
+    training loop that does not use numpy's global RNG, no probe runs at all. Every
+    LegacyState of numpy's global RandomState shares one mark (the loader's window,
+    the producer and a sampler's window each hold one): with a mark each, every
+    batch would probe twice, and one object's put-back cached deviate would hide
+    from another's mark.
 
     Args:
         rs: the RandomState.
@@ -95,13 +111,13 @@ class LegacyState:
             ``get_state``/``set_state`` (for tests).
     """
 
-    __slots__ = ("_bytes", "_mark", "_words", "fast", "rs")
+    __slots__ = ("_bytes", "_cell", "_words", "fast", "rs")
 
     def __init__(self, rs: np.random.RandomState, *, raw: bool = True) -> None:
         self.rs = rs
         self._bytes: memoryview | None = None
         self._words: memoryview | None = None
-        self._mark: tuple[int, int, int] | None = None
+        self._cell = _GLOBAL_MARK if rs is np.random.mtrand._rand else _Mark()
         bit_generator = rs._bit_generator  # the only handle numpy gives
         if raw and isinstance(bit_generator, np.random.MT19937):
             # numpy's mt19937_state: uint32_t key[624]; int pos.
@@ -122,7 +138,7 @@ class LegacyState:
     def _take_gauss(self) -> float | None:
         # Empties the cached deviate; returns it if there was one.
         where = self._where()
-        if where == self._mark:
+        if where == self._cell.mark:
             return None
         value = float(self.rs.standard_normal())
         if self._where() == where:
@@ -137,7 +153,7 @@ class LegacyState:
             return self.rs.get_state()
         mt = bytes(view)  # before the probe, which may move the state
         gauss = self._take_gauss()
-        self._mark = self._where()
+        self._cell.mark = self._where()
         return mt, gauss
 
     def restore(self, snapshot: Any) -> None:
@@ -150,11 +166,11 @@ class LegacyState:
         if gauss is None:
             self._take_gauss()
             view[:] = mt
-            self._mark = self._where()
+            self._cell.mark = self._where()
         else:  # rare: the caller left a cached deviate, which only set_state can put back
             key, pos = _split_mt(mt)
             self.rs.set_state(("MT19937", key, pos, 1, gauss))
-            self._mark = None
+            self._cell.mark = None
 
     def to_plain(self, snapshot: Any) -> dict[str, Any]:
         """A :meth:`save` snapshot as plain data: key, position, cached deviate."""
@@ -185,7 +201,7 @@ class LegacyState:
         view[:_MT_BYTES] = memoryview(words.data).cast("B")[:_MT_BYTES]
         mt[0] = _MT_MSB
         mt[_MT_WORDS] = _MT_WORDS
-        self._mark = (_MT_WORDS, _MT_MSB, mt[1])
+        self._cell.mark = (_MT_WORDS, _MT_MSB, mt[1])
 
 
 def _split_mt(mt: bytes) -> tuple[npt.NDArray[np.uint32], int]:

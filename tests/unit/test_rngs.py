@@ -273,3 +273,21 @@ def test_legacy_plain_snapshots_agree_fast_and_slow(cached_gauss: bool) -> None:
     assert plain["pos"] == expected[2]
     assert plain["key"] == expected[1].tolist()
     assert plain["gauss"] == (expected[4] if cached_gauss else None)
+
+
+def test_legacy_states_of_the_global_share_what_they_know_of_its_cache() -> None:
+    """One LegacyState putting back a cached deviate is seen by another's next save."""
+    rs = np.random.mtrand._rand
+    first, second = LegacyState(rs), LegacyState(rs)
+    second.restore(second.save())  # second has now seen this state with an empty cache
+    plain = first.to_plain(first.save())
+    first.restore(first.from_plain({**plain, "gauss": 0.5}))  # same state, a cached 0.5
+    before = legacy_state(rs)
+    snapshot = second.save()
+    second.reseed(words(312))
+    reseeded = np.random.RandomState(0)
+    LegacyState(reseeded).reseed(words(312))
+    assert rs.standard_normal() == reseeded.standard_normal()  # not the cached 0.5
+    second.restore(snapshot)
+    assert legacy_state(rs) == before
+    assert rs.standard_normal() == 0.5
