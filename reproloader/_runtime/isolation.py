@@ -17,17 +17,29 @@ cannot reach it.)
 
 from __future__ import annotations
 
+import os
 import threading
 from types import TracebackType
-from typing import Any, Final
+from typing import Any
 
 from reproloader import context as _context
 from reproloader._runtime.rngs import GlobalRngs
 
 __all__ = ["WINDOW_LOCK", "Isolation"]
 
-WINDOW_LOCK: Final = threading.RLock()
+WINDOW_LOCK = threading.RLock()
 """Held by the thread inside an isolation window; re-entrant for nested windows."""
+
+
+def _new_lock_in_child() -> None:
+    # A process forked (a DataLoader worker, say) while another thread was inside a
+    # window inherits the lock held by a thread it does not have: start it free.
+    global WINDOW_LOCK  # noqa: PLW0603
+    WINDOW_LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 class Isolation:

@@ -7,6 +7,7 @@ turns batch by batch and each gets exactly the batches it gets alone.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from reproloader import ContextError, ReproLoader, get_context
+from reproloader._runtime import isolation
 
 
 class Interleaving(Dataset[torch.Tensor]):
@@ -101,3 +103,24 @@ def test_get_context_after_threads_iterated_still_raises() -> None:
     for thread in threads:
         thread.join(timeout=120)
     assert len(errors) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_process_forked_while_another_thread_is_in_a_window_can_open_one() -> None:
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with isolation.WINDOW_LOCK:
+            held.set()
+            release.wait(timeout=60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(timeout=60)
+    pid = os.fork()
+    if pid == 0:  # the child: the holding thread does not exist here
+        os._exit(0 if isolation.WINDOW_LOCK.acquire(timeout=10) else 1)
+    release.set()
+    thread.join(timeout=60)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
