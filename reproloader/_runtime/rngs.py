@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import _random
 import ctypes
+import functools
 import random
 import sys
 import types
@@ -215,13 +216,25 @@ def _locate_random_struct(rng: random.Random) -> memoryview | None:
     """The bytes of ``rng``'s ``index`` and ``state[624]``, if they can be found and written.
 
     CPython's ``_random.Random`` object is ``PyObject_HEAD; int index; uint32_t
-    state[624]`` (3.8 to 3.13). The offset is not assumed: it is searched inside the
-    object for the bytes ``getstate()`` describes, then a write through the view is
-    checked against ``getstate()`` on a scratch instance. None where any step fails.
+    state[624]`` (3.8 to 3.13). The offset is not assumed: see :func:`_random_offset`.
+    ``rng`` itself must then read as its ``getstate()``. None where any step fails.
+    """
+    offset = _random_offset() if isinstance(rng, _random.Random) else None
+    if offset is None:
+        return None
+    view = _bytes_view(id(rng) + offset, _MT_BYTES + 4)
+    return view if _state_bytes(rng) == bytes(view) else None
+
+
+@functools.cache
+def _random_offset() -> int | None:
+    """Where ``index`` lies in a ``_random.Random`` object, checked once per process.
+
+    Searched inside a scratch instance for the bytes ``getstate()`` describes; then a
+    write through a view at that offset must read back through ``getstate()``.
     """
     usable = (
         sys.implementation.name == "cpython"
-        and isinstance(rng, _random.Random)
         # free-threaded builds guard the struct with the object's own lock
         and getattr(sys, "_is_gil_enabled", lambda: True)()
     )
@@ -230,15 +243,11 @@ def _locate_random_struct(rng: random.Random) -> memoryview | None:
         if offset is None:
             return None
         size = _MT_BYTES + 4
-        # A scratch instance written through the view must read back as written.
         scratch, target = random.Random(1), random.Random(2)
         _bytes_view(id(scratch) + offset, size)[:] = _bytes_view(id(target) + offset, size)
-        view = _bytes_view(id(rng) + offset, size)
-        if scratch.getstate() != target.getstate() or _state_bytes(rng) != bytes(view):
-            return None
     except Exception:  # noqa: BLE001 - any surprise means: use the public calls
         return None
-    return view
+    return offset if scratch.getstate() == target.getstate() else None
 
 
 def _state_bytes(rng: random.Random) -> bytes:
