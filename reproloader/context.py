@@ -59,12 +59,19 @@ class _Source(Protocol):
     def context(self) -> WorkerContext: ...
 
 
+# The unit being produced in this process. One at a time: in the main process every
+# producing window holds the process-wide lock of ``_runtime.isolation``, which puts
+# back the previous value on leaving; a worker process produces for one loader.
 _active: _Source | None = None
 
 
-def _activate(source: _Source) -> None:
-    global _active  # noqa: PLW0603 - one producing loader per process at a time
+def _activate(source: _Source | None) -> None:
+    global _active  # noqa: PLW0603 - see above
     _active = source
+
+
+def _current() -> _Source | None:
+    return _active
 
 
 def _deactivate() -> None:

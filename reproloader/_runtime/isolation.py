@@ -6,17 +6,40 @@ when the loader starts work and puts them back when it stops, so iterating a
 ReproLoader never changes them. With ``swap=True`` it also keeps the loader's own
 states between windows, for streams that continue from one batch to the next
 (worker scope, user samplers).
+
+The RNGs are process-wide, so a window is too: every window in the process holds
+one re-entrant lock from ``__enter__`` to ``__exit__``. Two threads, each iterating
+its own loader, then take turns batch by batch, and each gets the batches it would
+get alone. (Code in another thread that draws from a global RNG without a loader
+window, a training step say, still draws from whatever state is live: the lock
+cannot reach it.)
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from types import TracebackType
 from typing import Any
 
 from reproloader import context as _context
 from reproloader._runtime.rngs import GlobalRngs
 
-__all__ = ["Isolation"]
+__all__ = ["WINDOW_LOCK", "Isolation"]
+
+WINDOW_LOCK = threading.RLock()
+"""Held by the thread inside an isolation window; re-entrant for nested windows."""
+
+
+def _new_lock_in_child() -> None:
+    # A process forked (a DataLoader worker, say) while another thread was inside a
+    # window inherits the lock held by a thread it does not have: start it free.
+    global WINDOW_LOCK  # noqa: PLW0603
+    WINDOW_LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 class Isolation:
@@ -25,11 +48,12 @@ class Isolation:
     Args:
         rngs: the RNGs to save and restore.
         swap: keep the loader's states from one window to the next.
-        clears_context: end the unit context on leaving, so ``get_context()``
-            raises again in the training loop.
+        clears_context: on leaving, put back the unit context that was active on
+            entering (none in a training loop, so ``get_context()`` raises there again;
+            the outer loader's, when a dataset iterates another loader).
     """
 
-    __slots__ = ("_caller", "_depth", "clears_context", "mine", "rngs", "swap")
+    __slots__ = ("_caller", "_context", "_depth", "clears_context", "mine", "rngs", "swap")
 
     def __init__(self, rngs: GlobalRngs, *, swap: bool, clears_context: bool) -> None:
         self.rngs = rngs
@@ -37,14 +61,23 @@ class Isolation:
         self.clears_context = clears_context
         self.mine: Any = None
         self._caller: Any = None
+        self._context: Any = None
         self._depth = 0
 
     def __enter__(self) -> None:
+        WINDOW_LOCK.acquire()
         self._depth += 1
-        if self._depth == 1:
+        if self._depth > 1:
+            return
+        try:
+            self._context = _context._current()
             self._caller = self.rngs.save()
             if self.swap and self.mine is not None:
                 self.rngs.restore(self.mine)
+        except BaseException:
+            self._depth -= 1
+            WINDOW_LOCK.release()
+            raise
 
     def __exit__(
         self,
@@ -52,12 +85,16 @@ class Isolation:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._depth -= 1
-        if self._depth:
-            return
-        if self.swap:
-            self.mine = self.rngs.save()
-        self.rngs.restore(self._caller)
-        self._caller = None
-        if self.clears_context:
-            _context._deactivate()
+        try:
+            self._depth -= 1
+            if self._depth:
+                return
+            if self.swap:
+                self.mine = self.rngs.save()
+            self.rngs.restore(self._caller)
+            self._caller = None
+            if self.clears_context:
+                _context._activate(self._context)
+            self._context = None
+        finally:
+            WINDOW_LOCK.release()

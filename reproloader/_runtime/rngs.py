@@ -12,31 +12,38 @@ streams, so what they produce is a function of the unit alone. In the main proce
 the caller's states are saved before and restored after, so the training loop's own
 randomness never depends on data loading.
 
-Cost is what decides the shape of this module (measured on the CI machine, one
-call each): ``random.getstate`` 9.5 us, ``random.seed`` 4 us, ``torch``
-``get_state``/``manual_seed`` 1 us, but numpy's ``get_state``/``set_state`` 40 us
-each, about a third of a 32-sample batch of tiny samples. So numpy's MT19937 state
-is read and written as raw memory through ``BitGenerator.ctypes.state_address``
-(the interface numba uses), after a self-check against ``bit_generator.state``;
-where that check fails the slow public calls are used, with identical results.
+Cost is what decides the shape of this module: with ``num_workers=0`` every batch
+saves, reseeds and restores all three global RNGs, and a batch of 32 tiny samples
+takes DataLoader about 90 us. Through their public calls python's ``getstate`` takes
+9.5 us and ``setstate`` 3 us, numpy's ``get_state``/``set_state`` 40 us each. So the
+two Mersenne Twister states (python's and numpy's, each 624 words and a position)
+are copied as raw memory, through a ``memoryview`` of the C struct that holds them:
+0.1 us a copy. Where the struct is is checked once, against the public ``getstate``,
+and where that check fails (another Python, another numpy) the public calls are
+used, with identical results. Reseeding keeps the public algorithms where they
+define the stream (``random.seed(int)``'s ``init_by_array``, 4 us; torch's
+``manual_seed``, 1 us), so every stream stays what it was.
 """
 
 from __future__ import annotations
 
 import _random
 import ctypes
+import functools
 import random
+import sys
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-__all__ = ["GLOBAL_RNG_NAMES", "AttributeRngs", "GlobalRngs", "LegacyState"]
+__all__ = ["GLOBAL_RNG_NAMES", "AttributeRngs", "GlobalRngs", "LegacyState", "PythonRandomState"]
 
 GLOBAL_RNG_NAMES: Final = ("numpy", "random", "torch")
 
 _MT_WORDS: Final = 624  # uint32 words of MT19937 state
+_MT_BYTES: Final = _MT_WORDS * 4
 _MT_SEED_WORDS: Final = _MT_WORDS // 2  # uint64 words that fill them
 _MT_MSB: Final = 0x80000000  # key[0] = MSB only, as numpy's own seeding does: never all zero
 _RNG_TYPES: Final = (np.random.Generator, np.random.RandomState, random.Random, torch.Generator)
@@ -47,6 +54,28 @@ _TORCH: Final = torch.default_generator
 
 def _u128(words: npt.NDArray[np.uint64], at: int) -> int:
     return (int(words[at]) << 64) | int(words[at + 1])
+
+
+def _bytes_view(address: int, size: int) -> memoryview:
+    # A writable byte view of C memory; slicing and assigning it is a bare memcpy.
+    return memoryview((ctypes.c_char * size).from_address(address)).cast("B")
+
+
+def _words_view(view: memoryview) -> memoryview:
+    # The same memory as native uint32 words, for reading single words cheaply.
+    return view.cast("I")
+
+
+class _Mark:
+    # Where a RandomState's MT19937 state stood when its cached deviate was last
+    # known to be empty: (position, key[0], key[1]), or None.
+    __slots__ = ("mark",)
+
+    def __init__(self) -> None:
+        self.mark: tuple[int, int, int] | None = None
+
+
+_GLOBAL_MARK: Final = _Mark()
 
 
 class LegacyState:
@@ -62,37 +91,46 @@ class LegacyState:
     the cache empty (the *mark*): a normal draw with an empty cache always moves
     the state, so an unmoved state still has an empty cache (short of someone
     calling ``set_state`` with exactly the marked key and a cached deviate). In a
-    training loop that does not use numpy's global RNG, no probe runs at all.
+    training loop that does not use numpy's global RNG, no probe runs at all. Every
+    LegacyState of numpy's global RandomState shares one mark (the loader's window,
+    the producer and a sampler's window each hold one): with a mark each, every
+    batch would probe twice, and one object's put-back cached deviate would hide
+    from another's mark.
+
+    Args:
+        rs: the RandomState.
+        raw: use raw memory where the self-check passes; False forces the public
+            ``get_state``/``set_state`` (for tests).
     """
 
-    __slots__ = ("_address", "_live", "_mark", "_raw", "fast", "rs")
+    __slots__ = ("_bytes", "_cell", "_words", "fast", "rs")
 
-    def __init__(self, rs: np.random.RandomState) -> None:
+    def __init__(self, rs: np.random.RandomState, *, raw: bool = True) -> None:
         self.rs = rs
-        self._live: npt.NDArray[np.uint32] | None = None
-        self._raw: Any = None
-        self._address = 0
-        self._mark: tuple[int, int, int] | None = None
+        self._bytes: memoryview | None = None
+        self._words: memoryview | None = None
+        self._cell = _GLOBAL_MARK if rs is np.random.mtrand._rand else _Mark()
         bit_generator = rs._bit_generator  # the only handle numpy gives
-        if isinstance(bit_generator, np.random.MT19937):
-            address = bit_generator.ctypes.state_address
-            raw = (ctypes.c_uint32 * (_MT_WORDS + 1)).from_address(address)
-            live: npt.NDArray[np.uint32] = np.ctypeslib.as_array(raw)
+        if raw and isinstance(bit_generator, np.random.MT19937):
+            # numpy's mt19937_state: uint32_t key[624]; int pos.
+            view = _bytes_view(bit_generator.ctypes.state_address, _MT_BYTES + 4)
+            words = _words_view(view)
             public = bit_generator.state["state"]
-            if np.array_equal(live[:_MT_WORDS], public["key"]) and int(live[-1]) == public["pos"]:
-                self._live, self._raw, self._address = live, raw, address
-        self.fast: Final = self._live is not None
+            if words.tolist() == [*public["key"].tolist(), public["pos"]]:
+                self._bytes, self._words = view, words
+        self.fast: Final = self._bytes is not None
 
     def _where(self) -> tuple[int, int, int]:
         # Position and two key words: any draw changes the position, or, after a
-        # multiple of 624 draws, the regenerated key. (ctypes reads give plain ints.)
-        raw = self._raw
-        return raw[_MT_WORDS], raw[0], raw[1]
+        # multiple of 624 draws, the regenerated key.
+        words = self._words
+        assert words is not None
+        return words[_MT_WORDS], words[0], words[1]
 
     def _take_gauss(self) -> float | None:
         # Empties the cached deviate; returns it if there was one.
         where = self._where()
-        if where == self._mark:
+        if where == self._cell.mark:
             return None
         value = float(self.rs.standard_normal())
         if self._where() == where:
@@ -102,58 +140,184 @@ class LegacyState:
 
     def save(self) -> Any:
         """An opaque snapshot for :meth:`restore`. Leaves the RandomState scrambled."""
-        live = self._live
-        if live is None:
+        view = self._bytes
+        if view is None:
             return self.rs.get_state()
-        mt = live.copy()
+        mt = bytes(view)  # before the probe, which may move the state
         gauss = self._take_gauss()
-        self._mark = self._where()
+        self._cell.mark = self._where()
         return mt, gauss
 
     def restore(self, snapshot: Any) -> None:
         """Put back exactly the state :meth:`save` saw."""
-        live = self._live
-        if live is None:
+        view = self._bytes
+        if view is None:
             self.rs.set_state(snapshot)
             return
         mt, gauss = snapshot
         if gauss is None:
             self._take_gauss()
-            live[:] = mt
-            self._mark = self._where()
+            view[:] = mt
+            self._cell.mark = self._where()
         else:  # rare: the caller left a cached deviate, which only set_state can put back
-            self.rs.set_state(("MT19937", mt[:_MT_WORDS], int(mt[-1]), 1, gauss))
-            self._mark = None
+            key, pos = _split_mt(mt)
+            self.rs.set_state(("MT19937", key, pos, 1, gauss))
+            self._cell.mark = None
 
     def to_plain(self, snapshot: Any) -> dict[str, Any]:
         """A :meth:`save` snapshot as plain data: key, position, cached deviate."""
-        if self._live is None:
+        if self._bytes is None:
             _, key, pos, has_gauss, gauss = snapshot
             return {"key": key.tolist(), "pos": int(pos), "gauss": gauss if has_gauss else None}
         mt, gauss = snapshot
-        return {"key": mt[:_MT_WORDS].tolist(), "pos": int(mt[-1]), "gauss": gauss}
+        key, pos = _split_mt(mt)
+        return {"key": key.tolist(), "pos": pos, "gauss": gauss}
 
     def from_plain(self, plain: dict[str, Any]) -> Any:
         """The :meth:`save` snapshot that :meth:`to_plain` made ``plain`` from."""
         key = np.asarray(plain["key"], dtype=np.uint32)
         gauss = plain["gauss"]
-        if self._live is None:
+        if self._bytes is None:
             return ("MT19937", key, plain["pos"], int(gauss is not None), gauss or 0.0)
-        return np.append(key, np.uint32(plain["pos"])), gauss
+        return key.tobytes() + np.int32(plain["pos"]).tobytes(), gauss
 
     def reseed(self, words: npt.NDArray[np.uint64]) -> None:
         """Fill the whole MT19937 state from 312 contiguous words; clear the cached deviate."""
-        raw = self._raw
-        if raw is None:
+        view, mt = self._bytes, self._words
+        if view is None or mt is None:
             key = words[:_MT_SEED_WORDS].view(np.uint32).copy()
             key[0] = _MT_MSB
             self.rs.set_state(("MT19937", key, _MT_WORDS, 0, 0.0))
             return
         self._take_gauss()
-        ctypes.memmove(self._address, words.ctypes.data, _MT_WORDS * 4)
-        raw[0] = _MT_MSB
-        raw[_MT_WORDS] = _MT_WORDS
-        self._mark = (_MT_WORDS, _MT_MSB, raw[1])
+        view[:_MT_BYTES] = memoryview(words.data).cast("B")[:_MT_BYTES]
+        mt[0] = _MT_MSB
+        mt[_MT_WORDS] = _MT_WORDS
+        self._cell.mark = (_MT_WORDS, _MT_MSB, mt[1])
+
+
+def _split_mt(mt: bytes) -> tuple[npt.NDArray[np.uint32], int]:
+    # A raw MT19937 struct (624 key words, then the position) as (key, position).
+    return np.frombuffer(mt, np.uint32, _MT_WORDS).copy(), int(
+        np.frombuffer(mt, np.int32, 1, _MT_BYTES)[0]
+    )
+
+
+def _locate_random_struct(rng: random.Random) -> memoryview | None:
+    """The bytes of ``rng``'s ``index`` and ``state[624]``, if they can be found and written.
+
+    CPython's ``_random.Random`` object is ``PyObject_HEAD; int index; uint32_t
+    state[624]`` (3.8 to 3.13). The offset is not assumed: see :func:`_random_offset`.
+    ``rng`` itself must then read as its ``getstate()``. None where any step fails.
+    """
+    offset = _random_offset() if isinstance(rng, _random.Random) else None
+    if offset is None:
+        return None
+    view = _bytes_view(id(rng) + offset, _MT_BYTES + 4)
+    return view if _state_bytes(rng) == bytes(view) else None
+
+
+@functools.cache
+def _random_offset() -> int | None:
+    """Where ``index`` lies in a ``_random.Random`` object, checked once per process.
+
+    Searched inside a scratch instance for the bytes ``getstate()`` describes; then a
+    write through a view at that offset must read back through ``getstate()``.
+    """
+    usable = (
+        sys.implementation.name == "cpython"
+        # free-threaded builds guard the struct with the object's own lock
+        and getattr(sys, "_is_gil_enabled", lambda: True)()
+    )
+    try:
+        offset = _find_offset(random.Random(20260101)) if usable else None
+        if offset is None:
+            return None
+        size = _MT_BYTES + 4
+        scratch, target = random.Random(1), random.Random(2)
+        _bytes_view(id(scratch) + offset, size)[:] = _bytes_view(id(target) + offset, size)
+    except Exception:  # noqa: BLE001 - any surprise means: use the public calls
+        return None
+    return offset if scratch.getstate() == target.getstate() else None
+
+
+def _state_bytes(rng: random.Random) -> bytes:
+    # ``getstate()``'s (state..., index) in the struct's order: index, then state.
+    internal = rng.getstate()[1]
+    return np.array([internal[-1], *internal[:-1]], dtype=np.uint32).tobytes()
+
+
+def _find_offset(rng: random.Random) -> int | None:
+    expected = _state_bytes(rng)
+    limit = _random.Random.__basicsize__ - len(expected)
+    for offset in range(0, limit + 1, 4):
+        if bytes(_bytes_view(id(rng) + offset, len(expected))) == expected:
+            return offset
+    return None
+
+
+class PythonRandomState:
+    """Save, restore and reseed one ``random.Random``, through raw memory where possible.
+
+    A ``random.Random``'s randomness is its Mersenne Twister (624 words and an index,
+    in the C object) plus ``gauss_next``, the second deviate ``random.gauss`` caches,
+    a Python attribute. The fast path copies the 2,500 C bytes and that attribute;
+    without it (see :func:`_locate_random_struct`) ``getstate``/``setstate`` do the
+    same, 50 times slower.
+
+    Args:
+        rng: the instance.
+        raw: use raw memory where the self-check passes; False forces the public
+            calls (for tests).
+    """
+
+    __slots__ = ("_bytes", "fast", "rng")
+
+    def __init__(self, rng: random.Random, *, raw: bool = True) -> None:
+        self.rng = rng
+        self._bytes = _locate_random_struct(rng) if raw else None
+        self.fast: Final = self._bytes is not None
+
+    def save(self) -> Any:
+        """An opaque snapshot for :meth:`restore`."""
+        view = self._bytes
+        if view is None:
+            return self.rng.getstate()
+        return bytes(view), self.rng.gauss_next  # type: ignore[attr-defined]  # not in typeshed
+
+    def restore(self, snapshot: Any) -> None:
+        """Put back exactly the state :meth:`save` saw."""
+        view = self._bytes
+        if view is None:
+            self.rng.setstate(snapshot)
+            return
+        view[:] = snapshot[0]
+        self.rng.gauss_next = snapshot[1]  # type: ignore[attr-defined]
+
+    def reseed(self, seed: int) -> None:
+        """Exactly ``rng.seed(seed)`` for an int ``seed``, without its Python wrapper.
+
+        ``Random.seed``'s wrapper costs 0.5 us of a 4 us call; its only other effect
+        on an int is clearing ``gauss_next``, done here.
+        """
+        _seed_random(self.rng, seed)
+        self.rng.gauss_next = None  # type: ignore[attr-defined]
+
+    def to_plain(self, snapshot: Any) -> list[Any]:
+        """A :meth:`save` snapshot as ``getstate()`` gives it, in lists."""
+        if self._bytes is None:
+            version, internal, gauss = snapshot
+            return [version, list(internal), gauss]
+        raw, gauss = snapshot
+        words = np.frombuffer(raw, np.uint32).tolist()
+        return [3, words[1:] + words[:1], gauss]  # getstate()'s version 3
+
+    def from_plain(self, plain: list[Any]) -> Any:
+        """The :meth:`save` snapshot that :meth:`to_plain` made ``plain`` from."""
+        version, internal, gauss = plain
+        if self._bytes is None:
+            return version, tuple(internal), gauss
+        return np.array([internal[-1], *internal[:-1]], dtype=np.uint32).tobytes(), gauss
 
 
 class GlobalRngs:
@@ -171,23 +335,21 @@ class GlobalRngs:
         unknown = which - set(GLOBAL_RNG_NAMES)
         if unknown:
             raise ValueError(f"unknown global RNG names {sorted(unknown)}; use {GLOBAL_RNG_NAMES}")
-        self._random = "random" in which
+        self._random = PythonRandomState(_RANDOM) if "random" in which else None
         self._torch = "torch" in which
         self._numpy = LegacyState(np.random.mtrand._rand) if "numpy" in which else None
         if self._numpy is not None:
             self.n_words = 3 + _MT_SEED_WORDS
         else:
-            self.n_words = 3 if self._random or self._torch else 0
+            self.n_words = 3 if self._random is not None or self._torch else 0
 
     def reseed(self, words: npt.NDArray[np.uint64]) -> None:
         """Reseed from the first :attr:`n_words` words of a ``Lane.GLOBALS`` stream."""
-        if self._random or self._torch:
+        py = self._random
+        if py is not None or self._torch:
             w0, w1, w2 = words[:3].tolist()
-            if self._random:
-                # Random.seed without its Python wrapper (0.5 us of a 4 us call); the
-                # wrapper's only other effect is clearing the gauss cache, done here.
-                _seed_random(_RANDOM, (w0 << 64) | w1)
-                _RANDOM.gauss_next = None  # type: ignore[attr-defined]  # missing from typeshed
+            if py is not None:
+                py.reseed((w0 << 64) | w1)
             if self._torch:
                 _TORCH.manual_seed(w2)
         if self._numpy is not None:
@@ -195,21 +357,22 @@ class GlobalRngs:
 
     def save(self) -> tuple[Any, Any, Any]:
         """Snapshot of the enabled RNGs, for :meth:`restore`."""
+        py, np_ = self._random, self._numpy
         return (
-            random.getstate() if self._random else None,
-            torch.default_generator.get_state() if self._torch else None,
-            self._numpy.save() if self._numpy is not None else None,
+            py.save() if py is not None else None,
+            _TORCH.get_state() if self._torch else None,
+            np_.save() if np_ is not None else None,
         )
 
     def restore(self, snapshot: tuple[Any, Any, Any]) -> None:
         """Put back a :meth:`save` snapshot."""
         py, pt, np_ = snapshot
-        if self._random:
-            random.setstate(py)
-        if self._torch:
-            torch.default_generator.set_state(pt)
-        if self._numpy is not None:
-            self._numpy.restore(np_)
+        if py is not None:
+            self._random.restore(py)  # type: ignore[union-attr]
+        if pt is not None:
+            _TORCH.set_state(pt)
+        if np_ is not None:
+            self._numpy.restore(np_)  # type: ignore[union-attr]
 
     def peek(self) -> tuple[Any, Any, Any]:
         """A snapshot that leaves the RNGs exactly as they were."""
@@ -221,7 +384,7 @@ class GlobalRngs:
         """A snapshot as plain data (lists, ints, a tensor), for resume states."""
         py, pt, np_ = snapshot
         return {
-            "random": [py[0], list(py[1]), py[2]] if self._random else None,
+            "random": self._random.to_plain(py) if self._random is not None else None,
             "torch": pt if self._torch else None,
             "numpy": self._numpy.to_plain(np_) if self._numpy is not None else None,
         }
@@ -230,8 +393,8 @@ class GlobalRngs:
         """The snapshot that :meth:`to_plain` made ``plain`` from."""
         py = plain["random"]
         return (
-            (py[0], tuple(py[1]), py[2]) if py is not None else None,
-            plain["torch"],
+            self._random.from_plain(py) if self._random is not None and py is not None else None,
+            plain["torch"] if self._torch else None,
             self._numpy.from_plain(plain["numpy"]) if self._numpy is not None else None,
         )
 

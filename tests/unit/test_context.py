@@ -93,3 +93,25 @@ def _check_init(worker_id: int) -> None:
     ctx = get_context()
     assert (ctx.worker_id, ctx.num_workers, ctx.batch_index) == (worker_id, 2, None)
     assert torch.utils.data.get_worker_info().dataset.__class__ is Recorder  # type: ignore[union-attr]
+
+
+class Nested(Dataset[float]):
+    """Each item iterates another loader, then asks for its own context again."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> float:
+        before = get_context()
+        inner = ReproLoader(Recorder(), batch_size=2, seed=99)
+        assert [len(b) for b in inner] == [2, 2, 2]
+        after = get_context()
+        assert after == before
+        return float(after.seed)
+
+
+def test_a_dataset_iterating_another_loader_keeps_its_own_context() -> None:
+    loader = ReproLoader(Nested(), batch_size=2, seed=5)
+    assert [b.tolist() for b in loader] == [[5.0, 5.0], [5.0, 5.0]]
+    with pytest.raises(ContextError):
+        get_context()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reproloader._runtime.discovery import find_rngs
-from reproloader._runtime.rngs import AttributeRngs, GlobalRngs, LegacyState
+from reproloader._runtime.rngs import AttributeRngs, GlobalRngs, LegacyState, PythonRandomState
 
 ALL = frozenset({"numpy", "random", "torch"})
 
@@ -27,10 +27,8 @@ def test_legacy_save_restore_is_exact(cached_gauss: bool, fast: bool) -> None:
     rs = np.random.RandomState(5)
     if cached_gauss:
         rs.standard_normal()
-    legacy = LegacyState(rs)
-    assert legacy.fast
-    if not fast:
-        legacy._live = None
+    legacy = LegacyState(rs, raw=fast)
+    assert legacy.fast == fast
     before = legacy_state(rs)
     snapshot = legacy.save()
     legacy.reseed(words(312))
@@ -42,8 +40,9 @@ def test_legacy_save_restore_is_exact(cached_gauss: bool, fast: bool) -> None:
 def test_legacy_fast_and_slow_reseed_agree() -> None:
     a, b = np.random.RandomState(0), np.random.RandomState(1)
     a.standard_normal()  # a cached deviate that reseeding must clear
-    fast, slow = LegacyState(a), LegacyState(b)
-    slow._live = None
+    fast, slow = LegacyState(a), LegacyState(b, raw=False)
+    assert fast.fast
+    assert not slow.fast
     fast.reseed(words(312))
     slow.reseed(words(312))
     assert legacy_state(a) == legacy_state(b)
@@ -158,3 +157,106 @@ def test_every_numpy_bit_generator_can_be_reseeded(bit_generator: type) -> None:
     first = owner.rng.random(2).tolist()  # type: ignore[union-attr]
     found.reseed(words(found.n_words))
     assert owner.rng.random(2).tolist() == first  # type: ignore[union-attr]
+
+
+# -- python random through raw memory -------------------------------------------
+
+
+def _stirred(seed: int, gauss: bool) -> random.Random:
+    rng = random.Random(seed)
+    for _ in range(700):  # past one regeneration of the 624 words
+        rng.random()
+    if gauss:
+        rng.gauss(0.0, 1.0)  # leaves gauss_next cached
+    return rng
+
+
+def test_python_random_raw_path_is_found_on_cpython() -> None:
+    assert PythonRandomState(random.Random(0)).fast
+    assert not PythonRandomState(random.Random(0), raw=False).fast
+
+
+@pytest.mark.parametrize("gauss", [False, True])
+@pytest.mark.parametrize("raw", [True, False])
+def test_python_random_save_restore_is_byte_exact(gauss: bool, raw: bool) -> None:
+    rng = _stirred(3, gauss)
+    state = PythonRandomState(rng, raw=raw)
+    before = rng.getstate()
+    assert (before[2] is not None) == gauss
+    snapshot = state.save()
+    assert rng.getstate() == before  # saving does not move it
+    rng.seed(99)
+    rng.gauss(0.0, 1.0)
+    state.restore(snapshot)
+    assert rng.getstate() == before
+    assert rng.gauss(0.0, 1.0) == _stirred(3, gauss).gauss(0.0, 1.0)
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_python_random_reseed_is_random_seed(raw: bool) -> None:
+    seed = (0xDEADBEEF << 64) | 12345
+    rng, expected = _stirred(4, True), random.Random()
+    expected.seed(seed)
+    PythonRandomState(rng, raw=raw).reseed(seed)
+    assert rng.getstate() == expected.getstate()  # gauss_next cleared too
+
+
+def test_python_random_plain_snapshots_are_getstate() -> None:
+    rng = _stirred(5, True)
+    fast, slow = PythonRandomState(rng), PythonRandomState(rng, raw=False)
+    plain = fast.to_plain(fast.save())
+    assert plain == slow.to_plain(slow.save())
+    assert plain == [3, list(rng.getstate()[1]), rng.getstate()[2]]
+    rng.seed(0)
+    fast.restore(fast.from_plain(plain))
+    assert [3, list(rng.getstate()[1]), rng.getstate()[2]] == plain
+
+
+def test_python_random_raw_write_reaches_the_global_instance() -> None:
+    rngs = GlobalRngs(frozenset({"random"}))
+    before = random.getstate()
+    snapshot = rngs.save()
+    rngs.reseed(words(rngs.n_words))
+    reseeded = random.getstate()
+    assert reseeded != before
+    rngs.restore(snapshot)
+    assert random.getstate() == before
+    w = words(rngs.n_words).tolist()
+    expected = random.Random()
+    expected.seed((w[0] << 64) | w[1])
+    rngs.reseed(words(rngs.n_words))
+    assert random.getstate() == expected.getstate() == reseeded
+
+
+@pytest.mark.parametrize("cached_gauss", [False, True])
+def test_legacy_plain_snapshots_agree_fast_and_slow(cached_gauss: bool) -> None:
+    rs = np.random.RandomState(7)
+    rs.random_sample(700)
+    if cached_gauss:
+        rs.standard_normal()
+    fast, slow = LegacyState(rs), LegacyState(rs, raw=False)
+    plain = fast.to_plain(fast.save())
+    fast.restore(fast.from_plain(plain))
+    assert plain == slow.to_plain(slow.save())
+    expected = rs.get_state()
+    assert plain["pos"] == expected[2]
+    assert plain["key"] == expected[1].tolist()
+    assert plain["gauss"] == (expected[4] if cached_gauss else None)
+
+
+def test_legacy_states_of_the_global_share_what_they_know_of_its_cache() -> None:
+    """One LegacyState putting back a cached deviate is seen by another's next save."""
+    rs = np.random.mtrand._rand
+    first, second = LegacyState(rs), LegacyState(rs)
+    second.restore(second.save())  # second has now seen this state with an empty cache
+    plain = first.to_plain(first.save())
+    first.restore(first.from_plain({**plain, "gauss": 0.5}))  # same state, a cached 0.5
+    before = legacy_state(rs)
+    snapshot = second.save()
+    second.reseed(words(312))
+    reseeded = np.random.RandomState(0)
+    LegacyState(reseeded).reseed(words(312))
+    assert rs.standard_normal() == reseeded.standard_normal()  # not the cached 0.5
+    second.restore(snapshot)
+    assert legacy_state(rs) == before
+    assert rs.standard_normal() == 0.5
