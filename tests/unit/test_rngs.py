@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,18 +130,28 @@ def test_find_rngs_reports_each_rng_once_with_its_path() -> None:
     ]
 
 
-def test_find_rngs_stops_at_depth_and_cycles() -> None:
-    class Node:
-        pass
+def test_find_rngs_terminates_on_cycles_and_reports_each_object_once() -> None:
+    reads: Counter[int] = Counter()
 
-    root = Node()
-    node = root
-    for _ in range(6):
-        node.child = Node()  # type: ignore[attr-defined]
-        node = node.child  # type: ignore[attr-defined]
-    node.rng = np.random.default_rng(0)  # type: ignore[attr-defined]
+    class Node:
+        def __getattribute__(self, name: str) -> Any:
+            if name == "__dict__":
+                reads[id(self)] += 1
+            return object.__getattribute__(self, name)
+
+    root, child = Node(), Node()
+    gen = np.random.default_rng(0)
     root.loop = root  # type: ignore[attr-defined]
-    assert find_rngs(root, "d") == []
+    root.child = child  # type: ignore[attr-defined]
+    root.rng = gen  # type: ignore[attr-defined]
+    child.parent = root  # type: ignore[attr-defined]
+    child.rng = gen  # type: ignore[attr-defined]
+    child.again = [root, child, (root, child), gen]  # type: ignore[attr-defined]
+    found = find_rngs(root, "d")
+    assert len(found) == 1, found
+    assert found[0][1] is gen
+    assert set(reads) == {id(root), id(child)}
+    assert max(reads.values()) == 1, "each object's attributes are walked once, cycles or not"
 
 
 def test_attribute_rngs_reseed_in_place_and_repeat() -> None:
