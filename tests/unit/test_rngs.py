@@ -44,7 +44,7 @@ def test_legacy_fast_and_slow_reseed_agree() -> None:
     a, b = np.random.RandomState(0), np.random.RandomState(1)
     a.standard_normal()  # a cached deviate that reseeding must clear
     fast, slow = LegacyState(a), LegacyState(b)
-    slow._live = None
+    slow._live = slow._raw = None  # no raw memory: save, restore and reseed take set_state
     fast.reseed(words(312))
     slow.reseed(words(312))
     assert legacy_state(a) == legacy_state(b)
@@ -73,6 +73,22 @@ def test_each_global_rng_keeps_its_words_whatever_the_others() -> None:
     both = (random.random(), torch.rand(()).item())
     GlobalRngs(frozenset({"random", "torch"})).reseed(w)
     assert (random.random(), torch.rand(()).item()) == both
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_each_global_rng_alone_is_reseeded(name: str) -> None:
+    rngs = GlobalRngs(frozenset({name}))
+    draw = {
+        "random": random.random,
+        "numpy": np.random.random,
+        "torch": lambda: torch.rand(()).item(),
+    }[name]
+    rngs.reseed(words(rngs.n_words))
+    first = draw()
+    rngs.reseed(words(rngs.n_words))
+    assert draw() == first
+    rngs.reseed(words(rngs.n_words, seed=1))
+    assert draw() != first
 
 
 def test_disabled_global_rng_is_not_touched() -> None:
@@ -152,6 +168,19 @@ def test_find_rngs_terminates_on_cycles_and_reports_each_object_once() -> None:
     assert found[0][1] is gen
     assert set(reads) == {id(root), id(child)}
     assert max(reads.values()) == 1, "each object's attributes are walked once, cycles or not"
+
+
+def test_attribute_rngs_of_one_kind_get_distinct_words() -> None:
+    class Three:
+        def __init__(self) -> None:
+            self.a, self.b, self.c = (np.random.default_rng(0) for _ in range(3))
+            self.p, self.q, self.r = (random.Random(0) for _ in range(3))
+
+    holder = Three()
+    found = AttributeRngs(find_rngs(holder, "d"))
+    found.reseed(words(found.n_words))
+    assert len({holder.a.random(), holder.b.random(), holder.c.random()}) == 3
+    assert len({holder.p.random(), holder.q.random(), holder.r.random()}) == 3
 
 
 def test_attribute_rngs_reseed_in_place_and_repeat() -> None:
