@@ -1,6 +1,12 @@
-"""Development sessions: ``nox -s tests lint typecheck docs bench build``."""
+"""Development sessions: ``nox -s tests lint typecheck docs bench build mutants``."""
 
 from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
 
 import nox
 
@@ -84,3 +90,70 @@ def build(session: nox.Session) -> None:
     session.run("python", "-c", "import shutil; shutil.rmtree('dist', ignore_errors=True)")
     session.run("python", "-m", "build")
     session.run("bash", ".ci/smoke-wheel", external=True)
+
+
+# The modules whose mistakes change users' numbers silently, by short name.
+MUTATION_TARGETS = {
+    "seeding": "reproloader/seeding.py",
+    "sampler": "reproloader/sampler.py",
+    "rngs": "reproloader/_runtime/rngs.py",
+    "isolation": "reproloader/_runtime/isolation.py",
+}
+# Fast tests only: mutmut runs, for each mutant, those of them that reach its function.
+MUTATION_TESTS = ("tests/unit", "tests/golden")
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (mutmut) of the core; not in CI: minutes per module.
+
+    ``nox -s mutants`` mutates every module of MUTATION_TARGETS; ``nox -s mutants --
+    seeding rngs`` (short names or paths) only those. It runs on a copy of the working
+    tree (mutmut writes a ``mutants/`` folder), prints each survivor and the score per
+    module: killed / mutants. docs/testing.md lists the survivors judged equivalent.
+    """
+    install(session, "mutants")
+    names = session.posargs or list(MUTATION_TARGETS)
+    paths = [MUTATION_TARGETS.get(name, name) for name in names]
+    for path in paths:
+        if not Path(path).is_file():
+            session.error(f"no module {path!r}; name one of {sorted(MUTATION_TARGETS)} or a path")
+    copy = Path(session.create_tmp()) / "mutation"
+    shutil.rmtree(copy, ignore_errors=True)
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        if Path(name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(name, copy / name)
+    lines = "".join(f"\n    {line}" for line in paths)
+    tests = "".join(f"\n    {line}" for line in MUTATION_TESTS)
+    (copy / "setup.cfg").write_text(
+        "[mutmut]\nsource_paths=reproloader\n"
+        f"only_mutate={lines}\n"
+        f"pytest_add_cli_args_test_selection={tests}\n"
+        "pytest_add_cli_args=\n    -p\n    no:cacheprovider\n    -x\n    -q\n"
+    )
+    with session.chdir(copy):
+        # The copy, not an installed reproloader, must be what the tests import.
+        env = {"PYTHONPATH": str(copy / "mutants")}
+        session.run("mutmut", "run", env=env)
+        results = session.run("mutmut", "results", "--all", "true", env=env, silent=True)
+    statuses: dict[str, Counter[str]] = {path: Counter() for path in paths}
+    pattern = re.compile(r"^\s*((reproloader\.[\w.]+?)\.x\S*): (.+)$", re.MULTILINE)
+    for name, module, status in pattern.findall(str(results)):
+        path = module.replace(".", "/") + ".py"
+        if path in statuses:
+            statuses[path][status.strip()] += 1
+        if status.strip() != "killed":
+            session.log(f"{status.strip()}: {name}")
+    for path, counts in statuses.items():
+        total = sum(counts.values())
+        killed = counts["killed"] + counts["timeout"]
+        score = f"{100 * killed / total:.1f}%" if total else "no mutants"
+        session.log(f"{path}: {score} ({killed} of {total} killed; {dict(counts)})")
+    session.log(f"see a mutant: cd {copy} && mutmut show NAME")

@@ -1,15 +1,23 @@
-"""Train a small conv net with atomics-heavy ops on CUDA; print a digest of the weights.
+"""Train a small conv net with atomics-heavy ops; print a digest of the weights as JSON.
 
-    python tests/gpu/_train_conv.py deterministic|default
+    python -W error tests/gpu/_train_conv.py deterministic|default [--device cuda]
+        [--steps 20] [--batch 256] [--probe 4194304]
 
-Run in a fresh process per training: CUBLAS_WORKSPACE_CONFIG must be set before CUDA
-starts, which is what ReproConfig.apply() does first.
+Run in a fresh process per training: ``ReproConfig().apply()`` comes before anything
+starts CUDA, because CUBLAS_WORKSPACE_CONFIG must be set before cuBLAS makes its
+handles (else apply() warns with CublasTooLateWarning, an error under ``-W error``).
+
+Besides the digest it prints ``atomics_distinct``: how many distinct results the same
+large index_add gave in 5 tries in this process. Without the config CUDA adds with
+atomics in whatever order the threads run, so the tries differ (the negative control);
+with it they are bitwise equal.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
-import sys
+import json
 
 import torch
 from torch import nn
@@ -35,18 +43,36 @@ class Net(nn.Module):
         return self.head(summed + scattered)
 
 
+def atomics_distinct(device: torch.device, size: int, tries: int = 5) -> int:
+    """Distinct results of one sum of ``size`` values into one row by index_add, in ``tries``."""
+    generator = torch.Generator(device="cpu").manual_seed(2)
+    values = torch.randn(size, generator=generator).to(device)
+    index = torch.zeros(len(values), dtype=torch.int64, device=device)
+    results = set()
+    for _ in range(tries):
+        total = torch.zeros(1, device=device).index_add(0, index, values)
+        results.add(total.cpu().numpy().tobytes())
+    return len(results)
+
+
 def main() -> None:
-    mode = sys.argv[1]
-    if mode == "deterministic":
-        ReproConfig().apply()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["deterministic", "default"])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--probe", type=int, default=1 << 22, help="values in the atomics probe")
+    args = parser.parse_args()
+    if args.mode == "deterministic":
+        ReproConfig().apply()  # first: nothing has started CUDA yet
     torch.manual_seed(0)
-    device = torch.device("cuda")
+    device = torch.device(args.device)
     model = Net().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     generator = torch.Generator(device="cpu").manual_seed(1)
-    for _ in range(20):
-        x = torch.randn(256, 3, 32, 32, generator=generator).to(device)
-        groups = torch.randint(0, 8, (256,), generator=generator).to(device)
+    for _ in range(args.steps):
+        x = torch.randn(args.batch, 3, 32, 32, generator=generator).to(device)
+        groups = torch.randint(0, 8, (args.batch,), generator=generator).to(device)
         target = torch.randint(0, 10, (8,), generator=generator).to(device)
         loss = nn.functional.cross_entropy(model(x, groups), target)
         optimizer.zero_grad()
@@ -55,7 +81,11 @@ def main() -> None:
     digest = hashlib.sha256()
     for tensor in model.state_dict().values():
         digest.update(tensor.detach().cpu().numpy().tobytes())
-    print(digest.hexdigest())
+    result = {
+        "digest": digest.hexdigest(),
+        "atomics_distinct": atomics_distinct(device, args.probe),
+    }
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

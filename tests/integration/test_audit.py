@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from reproloader import AuditReport, Finding, ReproLoader, audit
+from reproloader._diagnose.experiments import Pipeline
 from reproloader._runtime.bridge import quiet_torchdata
 from tests.datasets import (
     GlobalDraws,
@@ -133,9 +134,24 @@ def test_iterable_datasets_are_audited_too() -> None:
     assert (layout.passed, layout.severity) == (True, "info")
 
 
-def test_a_dataset_alone_is_audited_in_a_dataloader() -> None:
-    report = quick(GlobalDraws(8))
+def test_a_dataset_alone_is_audited_in_a_dataloader(monkeypatch: pytest.MonkeyPatch) -> None:
+    audited: list[Any] = []
+
+    class Spy(Pipeline):
+        def __init__(self, loader: Any, workers: int) -> None:
+            audited.append(loader)
+            super().__init__(loader, workers)
+
+    monkeypatch.setattr("reproloader._diagnose.audit.Pipeline", Spy)
+    dataset = GlobalDraws(8)
+    report = quick(dataset)
     assert report.target == "DataLoader over GlobalDraws"
+    (loader,) = audited
+    assert type(loader) is DataLoader
+    assert (loader.dataset, loader.batch_size) == (dataset, 4)
+    # A plain DataLoader's findings: its global RNG draws depend on num_workers.
+    assert LAYOUT in failed(report)
+    assert report.findings == quick(DataLoader(GlobalDraws(8), batch_size=4)).findings
 
 
 def test_the_callers_rng_is_left_alone() -> None:

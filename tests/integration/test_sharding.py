@@ -63,11 +63,25 @@ def test_ranks_split_every_epoch_exactly(
     assert len(make(drop_last=drop_last)) == len(per_rank[0])
 
 
+def global_order(per_rank: list[list[torch.Tensor]]) -> list[int]:
+    """The samples of every step, rank 0's part first: what the ranks took, in order."""
+    steps = zip(*per_rank, strict=True)
+    return [int(r[0]) for step in steps for batch in step for r in batch]
+
+
 def test_every_rank_sees_the_same_global_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    per_rank = run_ranks(monkeypatch, 2)
-    step0 = [int(r[0]) for r in per_rank[0][0]] + [int(r[0]) for r in per_rank[1][0]]
-    sampler = ShardedSampler(AllSources(N), seed=9, shuffle=True, batch_size=3, drop_last=False)
-    assert step0 == sampler.order(0)[:6].tolist()
+    orders = {w: global_order(run_ranks(monkeypatch, w)) for w in (1, 2, 3, 4)}
+    for world_size, order in orders.items():
+        assert sorted(order) == list(range(N)), f"{world_size} ranks: each sample exactly once"
+    # Every world size puts its parts together into the same order: one global order
+    # per (seed, epoch), of which each rank takes its contiguous part.
+    assert orders[2] == orders[1]
+    assert orders[3] == orders[1]
+    assert orders[4] == orders[1]
+    assert orders[1] != list(range(N)), "shuffled"
+    monkeypatch.setattr("reproloader.distributed.rank_and_world_size", lambda: (0, 1))
+    loader = ReproLoader(AllSources(N), shard=True, seed=10, batch_size=3, shuffle=True)
+    assert global_order([list(loader)]) != orders[1], "another seed, another order"
 
 
 @pytest.mark.parametrize(("saved_with", "resumed_with"), [(2, 1), (1, 2), (2, 3), (3, 2)])

@@ -56,23 +56,29 @@ def test_context_is_frozen() -> None:
 
 
 def test_context_generator_is_one_object_reseeded_in_place() -> None:
-    class Cached(Dataset[float]):
-        rng: np.random.Generator | None = None
+    class Draws(Dataset[float]):
+        def __init__(self, cache: bool) -> None:
+            self.cache = cache
+            self.rngs: list[np.random.Generator] = []
 
         def __len__(self) -> int:
             return 4
 
         def __getitem__(self, i: int) -> float:
-            if self.rng is None:
-                self.rng = get_context().rng  # cached once, as user code does
-            return float(self.rng.random())
+            self.rngs.append(get_context().rng)
+            rng = self.rngs[0] if self.cache else self.rngs[-1]  # cached once, as user code does
+            return float(rng.random())
 
-    def values() -> list[float]:
-        return torch.cat(list(ReproLoader(Cached(), batch_size=2, seed=0))).tolist()
+    def values(cache: bool) -> tuple[list[float], list[np.random.Generator]]:
+        dataset = Draws(cache)
+        out = torch.cat(list(ReproLoader(dataset, batch_size=2, seed=0))).tolist()
+        return out, dataset.rngs
 
-    direct = values()
-    assert direct == values()
-    assert direct[0] != direct[2]  # batch 1 did not continue batch 0's stream
+    fresh, rngs = values(cache=False)
+    assert all(rng is rngs[0] for rng in rngs), "one Generator object for every unit"
+    cached, _ = values(cache=True)
+    assert cached == fresh, "a reference kept from batch 0 gives batch 1's stream in batch 1"
+    assert fresh[0] != fresh[2]  # batch 1 did not continue batch 0's stream
 
 
 def test_get_context_raises_again_after_a_batch_in_the_main_process() -> None:

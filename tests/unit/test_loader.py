@@ -234,8 +234,15 @@ def test_seed_is_drawn_from_torchs_global_rng_at_construction() -> None:
 
 def test_seed_is_drawn_from_the_generator_when_given() -> None:
     before = torch.get_rng_state()
-    first = ReproLoader(GlobalDraws(4), generator=torch.Generator().manual_seed(1)).seed
-    assert ReproLoader(GlobalDraws(4), generator=torch.Generator().manual_seed(1)).seed == first
+    seeds = [
+        ReproLoader(GlobalDraws(4), generator=torch.Generator().manual_seed(s)).seed
+        for s in (1, 1, 2, 3)
+    ]
+    assert seeds[0] == seeds[1]
+    assert len(set(seeds)) == 3, f"each generator state gives its own seed, got {seeds}"
+    # One draw, as DataLoader draws its base seed: the next draw of the same generator.
+    generator = torch.Generator().manual_seed(2)
+    assert seeds[2] == int(torch.empty((), dtype=torch.int64).random_(generator=generator))
     assert torch.equal(torch.get_rng_state(), before)
 
 
@@ -353,11 +360,22 @@ def test_sampler_drawing_from_torchs_global_rng_is_repeatable_and_isolated(
 def test_random_sampler_with_its_own_generator_is_reseeded_per_epoch() -> None:
     dataset = GlobalDraws(12)
 
-    def run() -> list[list[Any]]:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(0))
-        return collect(ReproLoader(dataset, sampler=sampler, batch_size=4, seed=1), epochs=2)
+    def orders(seed: int, generator_seed: int, epochs: tuple[int, ...]) -> list[list[int]]:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(generator_seed))
+        loader = ReproLoader(dataset, sampler=sampler, batch_size=4, seed=seed)
+        out = []
+        for epoch in epochs:
+            loader.set_epoch(epoch)
+            out.append([int(i) for batch in loader for i in batch[:, 0]])
+        return out
 
-    assert same(run(), run())
+    both = orders(1, 0, (0, 1))
+    assert sorted(both[0]) == sorted(both[1]) == list(range(12))
+    assert both[0] != both[1], "each epoch its own order"
+    # The order is a function of (loader seed, epoch), whatever the generator held:
+    assert orders(1, 5, (0, 1)) == both
+    assert orders(1, 0, (1,)) == both[1:], "epoch 1 does not depend on epoch 0 having run"
+    assert orders(2, 0, (0, 1)) != both, "another loader seed, another order"
 
 
 def test_without_automatic_batching() -> None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
+from typing import Any
 
 import numpy as np
 import pytest
@@ -73,6 +75,22 @@ def test_each_global_rng_keeps_its_words_whatever_the_others() -> None:
     assert (random.random(), torch.rand(()).item()) == both
 
 
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_each_global_rng_alone_is_reseeded(name: str) -> None:
+    rngs = GlobalRngs(frozenset({name}))
+    draw = {
+        "random": random.random,
+        "numpy": np.random.random,
+        "torch": lambda: torch.rand(()).item(),
+    }[name]
+    rngs.reseed(words(rngs.n_words))
+    first = draw()
+    rngs.reseed(words(rngs.n_words))
+    assert draw() == first
+    rngs.reseed(words(rngs.n_words, seed=1))
+    assert draw() != first
+
+
 def test_disabled_global_rng_is_not_touched() -> None:
     rngs = GlobalRngs(frozenset({"torch"}))
     state = random.getstate()
@@ -114,6 +132,43 @@ class Holder:
         self.alias = self.gen  # reported once, under its first path
         self.global_random = random._inst  # type: ignore[attr-defined]
         self.table = {"aug": Augment()}
+
+
+def test_find_rngs_terminates_on_cycles_and_reports_each_object_once() -> None:
+    reads: Counter[int] = Counter()
+
+    class Node:
+        def __getattribute__(self, name: str) -> Any:
+            if name == "__dict__":
+                reads[id(self)] += 1
+            return object.__getattribute__(self, name)
+
+    root, child = Node(), Node()
+    gen = np.random.default_rng(0)
+    root.loop = root  # type: ignore[attr-defined]
+    root.child = child  # type: ignore[attr-defined]
+    root.rng = gen  # type: ignore[attr-defined]
+    child.parent = root  # type: ignore[attr-defined]
+    child.rng = gen  # type: ignore[attr-defined]
+    child.again = [root, child, (root, child), gen]  # type: ignore[attr-defined]
+    found = find_rngs(root, "d")
+    assert len(found) == 1, found
+    assert found[0][1] is gen
+    assert set(reads) == {id(root), id(child)}
+    assert max(reads.values()) == 1, "each object's attributes are walked once, cycles or not"
+
+
+def test_attribute_rngs_of_one_kind_get_distinct_words() -> None:
+    class Three:
+        def __init__(self) -> None:
+            self.a, self.b, self.c = (np.random.default_rng(0) for _ in range(3))
+            self.p, self.q, self.r = (random.Random(0) for _ in range(3))
+
+    holder = Three()
+    found = AttributeRngs(find_rngs(holder, "d"))
+    found.reseed(words(found.n_words))
+    assert len({holder.a.random(), holder.b.random(), holder.c.random()}) == 3
+    assert len({holder.p.random(), holder.q.random(), holder.r.random()}) == 3
 
 
 def test_attribute_rngs_reseed_in_place_and_repeat() -> None:

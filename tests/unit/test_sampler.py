@@ -35,3 +35,17 @@ def test_len_and_repr() -> None:
 def test_bad_epoch_raises(epoch: object, error: type) -> None:
     with pytest.raises(error, match="epoch must be"):
         SeededRandomSampler(range(3), seed=0).set_epoch(epoch)  # type: ignore[arg-type]
+
+
+def test_bad_epoch_type_is_named() -> None:
+    with pytest.raises(TypeError, match="epoch must be an int, got '1' of type str"):
+        SeededRandomSampler(range(3), seed=0).set_epoch("1")  # type: ignore[arg-type]
+
+
+def test_permutation_of_another_epoch_leaves_the_current_one() -> None:
+    sampler = SeededRandomSampler(range(50), seed=1)
+    current = list(sampler)
+    later = SeededRandomSampler(range(50), seed=1, epoch=3)
+    assert sampler.permutation(3).tolist() == list(later) != current
+    assert sampler.epoch == 0
+    assert sampler.permutation().tolist() == current

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -77,8 +78,31 @@ def test_seed_out_of_range_raises_value_error(bad: int) -> None:
 
 @pytest.mark.parametrize("bad", [1.5, "3", True, None])
 def test_seed_of_wrong_type_raises_type_error(bad: object) -> None:
-    with pytest.raises(TypeError, match="seed must be an int, got"):
+    message = f"seed must be an int, got {bad!r} of type {type(bad).__name__}"
+    with pytest.raises(TypeError, match=re.escape(message)):
         SeedTree(bad)  # type: ignore[arg-type]
+
+
+def test_trees_are_equal_when_their_seeds_are() -> None:
+    assert SeedTree(1) == SeedTree(1)
+    assert hash(SeedTree(1)) == hash(SeedTree(1))
+    assert SeedTree(1) != SeedTree(2)
+    assert SeedTree(1) != 1
+
+
+def test_keys_are_computed_once_per_tree() -> None:
+    # UnitStreams.position relies on it: the same cached array means the same key.
+    tree = SeedTree(5)
+    assert tree.key(Purpose.BATCH, 0, 0) is tree.key(Purpose.BATCH, 0, 0)
+    assert tree.key(Purpose.BATCH, 0, 1) is not tree.key(Purpose.BATCH, 0, 0)
+
+
+def test_units_use_all_64_bits_of_their_counter_word() -> None:
+    # Units above 2**53 (where a float64 counter would round) are still distinct streams.
+    streams, key = UnitStreams(), SeedTree(1).key(Purpose.SAMPLE, 0)
+    big = 2**53
+    words = [streams.words(key, unit, Lane.RNG, 2).tolist() for unit in (big, big + 1, 2**64 - 1)]
+    assert len({tuple(w) for w in words}) == 3
 
 
 def test_path_elements_must_fit_32_bits() -> None:
