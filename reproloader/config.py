@@ -92,6 +92,13 @@ class ReproConfig(BaseModel):
             (through attributes, containers, ``__slots__``, closures) before it stops
             and warns, naming where. Plain data (strings, numbers, arrays, long lists
             of them) is not counted.
+        iterable_resume: how an iterable dataset with its own ``state_dict`` (or
+            whose iterator has one) resumes mid-epoch: ``"state"`` through that state
+            (fast; as exact as the dataset's own state: randomness a generator draws
+            as iteration starts, such as a shuffle buffer's, is not in it), or
+            ``"replay"``: the pass is replayed from its start in each worker, with the
+            same reseeding (exact whatever the dataset holds, at the cost of producing
+            the skipped samples again).
         determinism: torch's process-wide switches (:class:`DeterminismConfig`).
 
     Example:
@@ -107,6 +114,7 @@ class ReproConfig(BaseModel):
     reseed_globals: frozenset[GlobalRngName] = frozenset({"numpy", "random", "torch"})
     reseed_dataset_rngs: bool = Field(default=True, strict=True)
     rng_search_budget: int = Field(default=DEFAULT_BUDGET, ge=1, strict=True)
+    iterable_resume: Literal["state", "replay"] = "state"
     determinism: DeterminismConfig = DeterminismConfig()
 
     def apply(self) -> AppliedSettings:

@@ -51,14 +51,37 @@ class Isolation:
         clears_context: on leaving, put back the unit context that was active on
             entering (none in a training loop, so ``get_context()`` raises there again;
             the outer loader's, when a dataset iterates another loader).
+        swaps_attributes: with ``swap``, also keep the states of the RNG objects the
+            producing unit reseeded on the dataset: streams that continue across units
+            (worker scope) must not see another loader's draws on a dataset object that
+            two loaders share.
     """
 
-    __slots__ = ("_caller", "_context", "_depth", "clears_context", "mine", "rngs", "swap")
+    __slots__ = (
+        "_caller",
+        "_context",
+        "_depth",
+        "_held",
+        "clears_context",
+        "mine",
+        "rngs",
+        "swap",
+        "swaps_attributes",
+    )
 
-    def __init__(self, rngs: GlobalRngs, *, swap: bool, clears_context: bool) -> None:
+    def __init__(
+        self,
+        rngs: GlobalRngs,
+        *,
+        swap: bool,
+        clears_context: bool,
+        swaps_attributes: bool = False,
+    ) -> None:
         self.rngs = rngs
         self.swap = swap
         self.clears_context = clears_context
+        self.swaps_attributes = swaps_attributes
+        self._held: Any = None
         self.mine: Any = None
         self._caller: Any = None
         self._context: Any = None
@@ -74,6 +97,9 @@ class Isolation:
             self._caller = self.rngs.save()
             if self.swap and self.mine is not None:
                 self.rngs.restore(self.mine)
+            if self._held is not None:
+                producer, held = self._held
+                producer.release_attributes(held)
         except BaseException:
             self._depth -= 1
             WINDOW_LOCK.release()
@@ -91,6 +117,10 @@ class Isolation:
                 return
             if self.swap:
                 self.mine = self.rngs.save()
+            if self.swaps_attributes:
+                producer = _context._current()
+                hold = getattr(producer, "hold_attributes", None)
+                self._held = (producer, hold()) if callable(hold) else None
             self.rngs.restore(self._caller)
             self._caller = None
             if self.clears_context:

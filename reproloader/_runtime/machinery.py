@@ -149,6 +149,7 @@ class Machinery:
                 GlobalRngs(frozenset(self._config.reseed_globals)),
                 swap=self._config.rng_scope == "worker",  # its streams continue across units
                 clears_context=True,
+                swaps_attributes=self._config.rng_scope == "worker",
             )
         return self._isolation
 
@@ -167,6 +168,7 @@ class Machinery:
             iterable=self.iterable,
             collate_fn=loader.collate_fn,
             rng_search_budget=config.rng_search_budget,
+            iterable_resume=config.iterable_resume,
         )
         if loader.num_workers > 0 and plan.reseed_dataset_rngs:
             # Workers search quietly; say here, once, what they will not reseed.

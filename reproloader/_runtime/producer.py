@@ -46,6 +46,7 @@ class Plan:
             inside the unit).
         rng_search_budget: how many objects one search for RNG objects reads at most.
         iterable: whether the dataset is an IterableDataset.
+        iterable_resume: ``config.iterable_resume``: ``"state"`` or ``"replay"``.
     """
 
     tree: SeedTree
@@ -59,6 +60,7 @@ class Plan:
     iterable: bool = False
     collate_fn: Any = field(default=None, compare=False)
     rng_search_budget: int = DEFAULT_BUDGET
+    iterable_resume: str = "state"
 
 
 def search(plan: Plan, dataset: object) -> Discovery:
@@ -114,6 +116,18 @@ class Producer:
             if not self.in_worker:
                 found.warn(stacklevel=4)
             self._attributes = AttributeRngs(found.rngs)
+
+    def hold_attributes(self) -> tuple[AttributeRngs, list[Any]]:
+        """The states of the RNG objects reseeded on the dataset, to put back later."""
+        attributes = self._attributes
+        return attributes, [dump_rng(rng) for _, rng in attributes.rngs]
+
+    def release_attributes(self, held: tuple[AttributeRngs, list[Any]]) -> None:
+        """Put back what :meth:`hold_attributes` took (if the RNGs are still the same)."""
+        attributes, states = held
+        if attributes is self._attributes:
+            for (_, rng), state in zip(attributes.rngs, states, strict=True):
+                load_rng(rng, state)
 
     @property
     def attribute_paths(self) -> list[str]:

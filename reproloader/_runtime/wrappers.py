@@ -232,7 +232,9 @@ class UnitIterator(Iterator[Any]):
         # asked for once its iterator has run: before this worker's first ``next``
         # position 0 resumes by starting afresh, and right after a restore the state
         # is the one that was loaded.
-        if self._restored is not None:
+        if wrapper.plan.iterable_resume == "replay":
+            pass  # a position only: load_state_dict replays the pass up to it
+        elif self._restored is not None:
             kind, user = self._restored
         elif self._it is not None and stateful(self._it):
             user, kind = self._it.state_dict(), "iterator"  # type: ignore[attr-defined]

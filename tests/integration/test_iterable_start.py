@@ -1,13 +1,7 @@
-"""Randomness drawn when iteration starts, and RNGs shared by two loaders (issue 14, 3 and 4).
-
-Both tests are expected to fail until the lead's fix in reproloader/_runtime/wrappers.py
-lands; they are marked xfail(strict=True), so the fix turns them into failures that
-say: remove the mark.
-"""
+"""Randomness drawn when iteration starts, and RNGs shared by two loaders (issue 14, 3 and 4)."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -15,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from reproloader import ReproLoader
+from reproloader import ReproLoader, audit
 from tests.datasets import same
 
 
@@ -60,14 +54,7 @@ def make(dataset: Any, **kwargs: Any) -> ReproLoader[Any]:
     return ReproLoader(dataset, batch_size=4, seed=3, **kwargs)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="lead: issue 14 point 3/4")
-@pytest.mark.parametrize("source", ["attribute", "torch"])
-@pytest.mark.parametrize("num_workers", [0, 2])
-@pytest.mark.parametrize("scope", ["batch", "worker"])
-def test_randomness_drawn_at_iteration_start_is_the_same_after_resume(
-    source: str, num_workers: int, scope: str
-) -> None:
-    config = {"rng_scope": scope}
+def _resumed_after_two(source: str, num_workers: int, config: dict[str, Any]) -> tuple[Any, Any]:
     reference = list(make(StartShuffled(source), num_workers=num_workers, config=config))
     first = make(StartShuffled(source), num_workers=num_workers, config=config)
     it = iter(first)
@@ -76,7 +63,28 @@ def test_randomness_drawn_at_iteration_start_is_the_same_after_resume(
     del it
     resumed = make(StartShuffled(source), num_workers=num_workers, config=config)
     resumed.load_state_dict(state)
-    assert same([reference], [head + list(resumed)])
+    return reference, head + list(resumed)
+
+
+@pytest.mark.parametrize("source", ["attribute", "torch"])
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("scope", ["batch", "worker"])
+def test_randomness_drawn_at_iteration_start_is_the_same_after_a_replayed_resume(
+    source: str, num_workers: int, scope: str
+) -> None:
+    config = {"rng_scope": scope, "iterable_resume": "replay"}
+    reference, resumed = _resumed_after_two(source, num_workers, config)
+    assert same([reference], [resumed])
+
+
+def test_a_dataset_state_that_misses_the_start_draw_is_inexact_and_the_audit_says_so() -> None:
+    # Through the dataset's own state (the default), the order drawn as its generator
+    # starts is not in that state: the resume differs, and the audit reports it.
+    reference, resumed = _resumed_after_two("attribute", 0, {"rng_scope": "batch"})
+    assert not same([reference], [resumed])
+    report = audit(lambda: make(StartShuffled("attribute")), fresh_processes=False)
+    failing = [f for f in report.findings if not f.passed]
+    assert any("resume" in f.check.lower() for f in failing), report
 
 
 class Noisy(Dataset[torch.Tensor]):
@@ -100,9 +108,8 @@ class NoisyStream(IterableDataset[torch.Tensor]):
         return (torch.tensor([float(i), self.rng.random()], dtype=torch.float64) for i in range(16))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="lead: issue 14 point 3/4")
 @pytest.mark.parametrize("kind", [Noisy, NoisyStream], ids=["map", "iterable"])
-def test_worker_scope_with_a_dataset_shared_by_two_zipped_loaders_is_exact_or_warns(
+def test_worker_scope_with_a_dataset_shared_by_two_zipped_loaders_is_exact(
     kind: type,
 ) -> None:
     def pair(dataset: Any) -> tuple[ReproLoader[Any], ReproLoader[Any]]:
@@ -112,9 +119,7 @@ def test_worker_scope_with_a_dataset_shared_by_two_zipped_loaders_is_exact_or_wa
         )
 
     alone = [list(loader) for loader in pair(kind())]
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        zipped = list(zip(*pair(kind()), strict=True))
-    exact = same([alone[0], alone[1]], [[a for a, _ in zipped], [b for _, b in zipped]])
-    warned = any(issubclass(w.category, UserWarning) for w in record)
-    assert exact or warned, "zipped loaders over one dataset differ from each alone, silently"
+    zipped = list(zip(*pair(kind()), strict=True))
+    assert same([alone[0], alone[1]], [[a for a, _ in zipped], [b for _, b in zipped]]), (
+        "zipped loaders over one dataset differ from each alone"
+    )

@@ -307,7 +307,7 @@ def test_an_audit_that_runs_exits_0_or_1_not_2(
             (
                 "config file {path}, field rng_scop: names no ReproConfig field (known: seed, "
                 "rng_scope, start_method, reseed_globals, reseed_dataset_rngs, rng_search_budget, "
-                "determinism)"
+                "iterable_resume, determinism)"
             ),
             "correct that value (ReproConfig's fields and values: docs/determinism.md)",
         ),

@@ -68,7 +68,7 @@ def test_precedence_defaults_file_environment_keywords(tmp_path: Path) -> None:
 
 KNOWN = (
     "seed, rng_scope, start_method, reseed_globals, reseed_dataset_rngs, rng_search_budget, "
-    "determinism"
+    "iterable_resume, determinism"
 )
 
 
