@@ -97,13 +97,11 @@ class ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
     ) -> None:
         self.data_source = data_source
         self.dataset = data_source  # type: ignore[assignment]  # DistributedSampler's name
-        self.seed = seed
         self.shuffle = shuffle
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.epoch = 0
-        self._tree = SeedTree(seed)
-        self._orders = EpochOrders(functools.partial(self._tree.node, Purpose.SHUFFLE))
+        self.reseed(seed)
 
     @property
     def num_replicas(self) -> int:  # type: ignore[override]
@@ -114,6 +112,12 @@ class ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
     def rank(self) -> int:  # type: ignore[override]
         """This process's rank, as torch.distributed reports it now."""
         return rank_and_world_size()[0]
+
+    def reseed(self, seed: int) -> None:
+        """Take another root seed for the orders (a loader adopting a loaded state's)."""
+        self.seed = seed
+        self._tree = SeedTree(seed)
+        self._orders = EpochOrders(functools.partial(self._tree.node, Purpose.SHUFFLE))
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order ``__iter__`` yields."""

@@ -43,7 +43,7 @@ from reproloader._runtime.bridge import (
     quiet_torchdata,
     running_iterator,
 )
-from reproloader._runtime.cursor import PassCursor
+from reproloader._runtime.cursor import PassCursor, pick_rank
 from reproloader._runtime.isolation import Isolation
 from reproloader._runtime.machinery import Machinery
 from reproloader._runtime.units import set_epoch_everywhere
@@ -94,8 +94,9 @@ class ReproLoader(BridgedLoader[_T_co]):
             ``torch.distributed`` (:class:`reproloader.distributed.ShardedSampler`),
             so a state resumes on another number of ranks.
         seed: the root seed, an int in ``[0, 2**128)``. ``None`` takes
-            ``config.seed``, or draws one from torch's global RNG (or ``generator``).
-            The effective seed is ``loader.seed``.
+            ``config.seed``, or draws one from torch's global RNG (or ``generator``),
+            and then ``load_state_dict`` adopts the seed of the state it loads. The
+            effective seed is ``loader.seed``.
         config: a :class:`ReproConfig` (or a mapping of its fields): rng_scope,
             start method, which RNGs to reseed.
         rng_scope: what one random stream covers, ``"batch"`` (the default),
@@ -141,9 +142,11 @@ class ReproLoader(BridgedLoader[_T_co]):
                 f"ReproLoader does not support DataPipes (got {type(dataset).__name__}); "
                 "torch deprecated them. Wrap the pipe in an IterableDataset."
             )
+        seed_given = seed is not None or config.seed is not None
         seed = resolve_seed(seed, config, generator)
         multiprocessing_context = resolve_start_method(multiprocessing_context, config, num_workers)
         iterable = isinstance(dataset, IterableDataset)
+        given_sampler = sampler
         sampler, pass_shuffle = resolve_sampler(
             dataset,
             iterable=iterable,
@@ -184,6 +187,8 @@ class ReproLoader(BridgedLoader[_T_co]):
         self.seed = seed
         self.config = config
 
+        self._seed_given = seed_given
+        self._own_sampler = sampler is not given_sampler  # made from seed: follows it
         self._cursor = PassCursor()
         self._machinery = Machinery(
             self,
@@ -309,15 +314,45 @@ class ReproLoader(BridgedLoader[_T_co]):
                 this one; the message lists every differing field, both values.
         """
         machinery = self._machinery
+        identity = machinery.identity()
+        adopted = self._seed_to_adopt(state_dict, identity)
+        if adopted is not None:
+            identity["seed"] = adopted
         self._cursor.restore(
             state_dict,
-            machinery.identity(),
+            identity,
             elastic=self.shard,
             workers_hold_state=machinery.workers_hold_state,
             batches=machinery.batches(),
             legacy_workers=own_worker_state,
         )
+        if adopted is not None:
+            self._adopt_seed(adopted)
         forget_iterator(self)
+
+    def _seed_to_adopt(self, state: Mapping[str, Any], identity: Mapping[str, Any]) -> int | None:
+        # A loader built without a seed drew one; it takes the seed of the state it
+        # resumes (as StatefulDataLoader restores its generator), so a job restarted
+        # without torch.manual_seed can load its own checkpoint.
+        if self._seed_given:
+            return None
+        saved = pick_rank(state, identity["rank"], identity["world_size"])
+        seed = saved.get("seed") if isinstance(saved, Mapping) else None
+        if isinstance(seed, int) and not isinstance(seed, bool) and seed != self.seed:
+            return seed
+        return None
+
+    def _adopt_seed(self, seed: int) -> None:
+        self.__dict__["seed"] = seed  # past the frozen-attribute guard: the state's seed
+        if self._own_sampler:
+            self.sampler.reseed(seed)  # type: ignore[attr-defined]
+        self._machinery = Machinery(
+            self,
+            seed=seed,
+            config=self.config,
+            iterable=self._machinery.iterable,
+            batch_sampler_given=self._machinery.batch_sampler_given,
+        )
 
     def __len__(self) -> int:
         if self.shard:

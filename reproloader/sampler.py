@@ -49,11 +49,15 @@ class SeededRandomSampler(RandomSampler):
 
     def __init__(self, data_source: Sized, *, seed: int, epoch: int = 0) -> None:
         super().__init__(data_source)
+        self.reseed(seed)
+        self.epoch = 0
+        self.set_epoch(epoch)
+
+    def reseed(self, seed: int) -> None:
+        """Take another root seed for the orders (a loader adopting a loaded state's)."""
         self.seed = seed
         self._tree = SeedTree(seed)
         self._orders = EpochOrders(functools.partial(self._tree.node, Purpose.SHUFFLE))
-        self.epoch = 0
-        self.set_epoch(epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order ``__iter__`` yields."""

@@ -63,7 +63,7 @@ class Machinery:
         self._config = config
         self._tree = SeedTree(seed)
         self.iterable = iterable
-        self._batch_sampler_given = batch_sampler_given
+        self.batch_sampler_given = batch_sampler_given
         self._fast = None if iterable else fast_mode(loader.sampler, batch_sampler_given)
         # Draws for torch's per-iterator base seed come from here, not from the
         # caller's generator; the workers are reseeded from the tree anyway.
@@ -192,7 +192,7 @@ class Machinery:
             drop_last=loader.drop_last,
             fast=self._fast,
             sampler_rngs=None if self._fast else self._user_sampler_rngs(plan.rank),
-            batch_sampler_given=self._batch_sampler_given,
+            batch_sampler_given=self.batch_sampler_given,
         )
         if not self.workers_hold_state:
             # Map-style positions are (epoch, batches yielded): workers hold nothing

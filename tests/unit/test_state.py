@@ -10,7 +10,7 @@ import torch
 
 from reproloader import ReproLoader, StateError, StateMismatchError, StateVersionError
 from reproloader.state import VERSION, upgrade
-from tests.datasets import AllSources, Stream
+from tests.datasets import AllSources, GlobalDraws, Stream
 
 
 def loader(**kwargs: Any) -> ReproLoader[Any]:
@@ -221,3 +221,43 @@ def test_version_1_state_of_an_unshuffled_loader_resumes() -> None:
     resumed.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(resumed, rest, strict=True))
     assert upgrade(state)["version"] == VERSION
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_loader_built_without_a_seed_adopts_the_seed_of_the_state_it_loads(
+    shuffle: bool,
+) -> None:
+    torch.manual_seed(1)
+    source = ReproLoader(GlobalDraws(20), batch_size=4, shuffle=shuffle)
+    it = iter(source)
+    next(it)
+    state = source.state_dict()
+    rest = [b.tolist() for b in it]
+    torch.manual_seed(2)  # a restarted job: another drawn seed
+    resumed = ReproLoader(GlobalDraws(20), batch_size=4, shuffle=shuffle)
+    assert resumed.seed != source.seed
+    resumed.load_state_dict(state)
+    assert resumed.seed == source.seed
+    assert [b.tolist() for b in resumed] == rest
+    assert [b.tolist() for b in resumed] == [b.tolist() for b in source]  # next epochs too
+
+
+def test_a_loader_built_with_another_seed_refuses_the_state_naming_both() -> None:
+    state = ReproLoader(GlobalDraws(20), batch_size=4, seed=5).state_dict()
+    for other in (
+        ReproLoader(GlobalDraws(20), batch_size=4, seed=6),
+        ReproLoader(GlobalDraws(20), batch_size=4, config={"seed": 6}),
+    ):
+        with pytest.raises(StateMismatchError, match="seed: saved 5, this loader 6"):
+            other.load_state_dict(state)
+        assert other.seed == 6
+
+
+def test_a_refused_state_does_not_change_the_seed_of_a_seedless_loader() -> None:
+    state = ReproLoader(GlobalDraws(20), batch_size=4, seed=5).state_dict()
+    torch.manual_seed(3)
+    loader = ReproLoader(GlobalDraws(21), batch_size=4)
+    drawn = loader.seed
+    with pytest.raises(StateMismatchError, match="dataset_length"):
+        loader.load_state_dict(state)
+    assert loader.seed == drawn
