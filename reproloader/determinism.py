@@ -303,5 +303,5 @@ def seed_everything(config: ReproConfigLike | int) -> AppliedSettings:
     w = words.tolist()
     random.seed((w[0] << 64) | w[1])
     np.random.seed(words[2:4].view(np.uint32))
-    torch.manual_seed(w[3])  # CPU and, if present, every CUDA device
+    torch.manual_seed(w[3] >> 1)  # CPU and every CUDA device; below 2**63, as torch's own
     return applied

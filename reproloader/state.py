@@ -358,11 +358,12 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
     """Check the format and version of a state; convert older versions to this one.
 
     Version 2 changed the shuffle order (a keyed bijection replaced a materialized
-    permutation). A version-1 state of a shuffled sampler (``"shuffle"``,
-    ``"shuffle(seed=...)"``, ``"sharded, shuffle"``) taken mid-epoch is refused: the
-    rest of its epoch in the new order would repeat some samples and skip others.
-    Taken at an epoch's end or before its first batch it loads (no order is half
-    used); so do version-1 states of unshuffled samplers, whose batches are the same.
+    permutation), seeds torch below 2**63, and gives the worker part a schema of its
+    own (a version-1 worker part, torchdata's layout, is converted). A version-1 state
+    taken mid-epoch of a shuffled sampler (``"shuffle"``, ``"shuffle(seed=...)"``,
+    ``"sharded, shuffle"``) or with torch reseeded is refused: the rest of its epoch
+    would not be what the release that saved it gives. Taken at an epoch's end or
+    before its first batch it loads; so does one whose epoch draws nothing changed.
 
     Raises:
         StateVersionError: not a ReproLoader state, from a newer release, or a
@@ -391,16 +392,28 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
         shuffled = sampler in ("shuffle", "sharded, shuffle") or str(sampler).startswith(
             "shuffle(seed="
         )
+        torch_reseeded = "torch" in (state["reseed_globals"] or ())
         mid_epoch = not state["finished"] and (state["position"] > 0 or bool(state["offset"]))
-        if shuffled and mid_epoch:
+        changes = []
+        if shuffled:
+            changes.append(
+                f"it was taken mid-way through epoch {epoch} of a shuffled sampler "
+                f"({sampler!r}); version 2 shuffles epochs in a different order, so the "
+                "rest of this epoch would repeat some samples and skip others"
+            )
+        if torch_reseeded:
+            changes.append(
+                f"it was taken mid-way through epoch {epoch} with torch reseeded; version "
+                "2 seeds torch below 2**63, so the rest of this epoch would draw other "
+                "torch values than the release that saved it"
+            )
+        if changes and mid_epoch:
             raise StateVersionError(
-                f"cannot resume this state: it has format version 1 and was taken mid-way "
-                f"through epoch {epoch} of a shuffled sampler ({sampler!r}); version 2 "
-                "shuffles epochs in a different order, so the rest of this epoch would "
-                "repeat some samples and skip others. Finish epoch "
-                f"{epoch} with the reproloader release that wrote the state and resume from "
-                f"a state taken at its end, or restart epoch {epoch}: call "
-                f"loader.set_epoch({epoch}) instead of load_state_dict."
+                "cannot resume this state: it has format version 1 and "
+                + "; and ".join(changes)
+                + f". Finish epoch {epoch} with the reproloader release that wrote the "
+                "state and resume from a state taken at its end, or restart epoch "
+                f"{epoch}: call loader.set_epoch({epoch}) instead of load_state_dict."
             )
     return {**state, "version": VERSION}  # type: ignore[typeddict-item]
 

@@ -351,7 +351,9 @@ class GlobalRngs:
             if py is not None:
                 py.reseed((w0 << 64) | w1)
             if self._torch:
-                _TORCH.manual_seed(w2)
+                # The top 63 bits: torch keeps seeds as int64 in places (a dataset that
+                # returns torch.initial_seed() must collate), as DataLoader's do.
+                _TORCH.manual_seed(w2 >> 1)
         if self._numpy is not None:
             self._numpy.reseed(words[3:])
 
@@ -468,4 +470,4 @@ class AttributeRngs:
             elif isinstance(rng, random.Random):
                 rng.seed(_u128(chunk, 0))
             else:
-                rng.manual_seed(int(chunk[0]))
+                rng.manual_seed(int(chunk[0]) >> 1)  # below 2**63, as for torch's global

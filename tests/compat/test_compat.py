@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 
+from reproloader import StateVersionError
 from reproloader.checkpoint import UnverifiedCheckpointWarning, load_checkpoint
 from tests.compat.make_fixtures import BUILDERS, model_state
 
@@ -33,8 +34,26 @@ def fixtures(kind: str) -> list[Any]:
     return found
 
 
+def refused_by_policy(state: dict[str, Any]) -> bool:
+    """Whether the compatibility policy (docs/resume.md) refuses ``state`` here.
+
+    Version 2 changed the numbers of an epoch (the shuffle order, torch's seeds): a
+    version-1 state taken mid-epoch whose rest would differ is refused, naming both
+    fixes, rather than resumed into other numbers.
+    """
+    mid_epoch = not state["finished"] and state["position"] > 0
+    return state["version"] == 1 and mid_epoch and "torch" in state["reseed_globals"]
+
+
 def assert_resumes_where_it_was_taken(state: dict[str, Any], builder: str, batches: int) -> None:
-    """A fresh loader given ``state`` continues as an uninterrupted run does after ``batches``."""
+    """A fresh loader given ``state`` continues as an uninterrupted run does after ``batches``.
+
+    Or, where the compatibility policy refuses it, refuses it by name.
+    """
+    if refused_by_policy(state):
+        with pytest.raises(StateVersionError, match=r"format version 1 .*set_epoch"):
+            BUILDERS[builder]().load_state_dict(state)
+        return
     resumed = BUILDERS[builder]()
     resumed.load_state_dict(state)
     rest = [batch for _ in range(2) for batch in resumed]  # the rest of the epoch, one more

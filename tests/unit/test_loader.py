@@ -484,3 +484,32 @@ def test_rng_scope_keyword_contradicting_the_config_is_refused() -> None:
         ReproLoader(GlobalDraws(8), rng_scope="sample", config={"rng_scope": "worker"})
     with pytest.raises(ValueError, match="rng_scope"):
         ReproLoader(GlobalDraws(8), rng_scope="per-batch")  # type: ignore[arg-type]
+
+
+class _InitialSeed(torch.utils.data.Dataset[Any]):
+    """Returns the torch seeds a unit runs under, as some of torch's own tests do."""
+
+    def __init__(self) -> None:
+        self.gen = torch.Generator()
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, i: int) -> Any:
+        info = torch.utils.data.get_worker_info()
+        worker_seed = info.seed if info is not None else 0
+        return [torch.initial_seed(), self.gen.initial_seed(), worker_seed]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_every_torch_seed_the_loader_sets_is_below_2_to_the_63(num_workers: int) -> None:
+    loader = ReproLoader(
+        _InitialSeed(),
+        batch_size=4,
+        seed=11,
+        num_workers=num_workers,
+        multiprocessing_context="fork" if num_workers else None,
+    )
+    batches = [torch.stack(batch) for batch in loader]  # collates: every seed fits int64
+    assert min(int(b.min()) for b in batches) >= 0
+    assert len({int(b[0, 0]) for b in batches}) == len(batches)  # a seed per unit
