@@ -223,9 +223,7 @@ def test_version_1_state_of_an_unshuffled_loader_without_torch_reseeding_resumes
     resumed = ReproLoader(AllSources(20), batch_size=4, seed=5, config=NO_TORCH)
     resumed.load_state_dict(state)
     kept = [0, 1, 2, 4, 5]  # every column but torch's, which nothing reseeds here
-    assert all(
-        torch.equal(a[:, kept], b[:, kept]) for a, b in zip(resumed, rest, strict=True)
-    )
+    assert all(torch.equal(a[:, kept], b[:, kept]) for a, b in zip(resumed, rest, strict=True))
     assert upgrade(state)["version"] == VERSION
 
 
