@@ -39,7 +39,7 @@ from typing import IO, Any, Final
 import numpy as np
 import torch
 
-from reproloader._runtime.rngstate import to_plain
+from reproloader._runtime.rngstate import python_from_plain, python_to_plain, to_plain
 from reproloader.exceptions import CheckpointError
 
 __all__ = [
@@ -284,9 +284,8 @@ def capture_rng_state() -> dict[str, Any]:
     initialized, every CUDA device's generator. ReproLoader never changes them, so
     they are the training loop's own.
     """
-    version, internal, gauss = random.getstate()
     state: dict[str, Any] = {
-        "random": [version, list(internal), gauss],
+        "random": python_to_plain(random.getstate()),
         "numpy": to_plain(np.random.get_state(legacy=False)),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,  # type: ignore[no-untyped-call]
@@ -296,8 +295,7 @@ def capture_rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Put back what :func:`capture_rng_state` returned."""
-    version, internal, gauss = state["random"]
-    random.setstate((version, tuple(internal), gauss))
+    random.setstate(python_from_plain(state["random"]))
     numpy_state = dict(state["numpy"])
     numpy_state["state"] = {
         "key": np.asarray(numpy_state["state"]["key"], dtype=np.uint32),

@@ -25,22 +25,18 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from reproloader._diagnose.compare import difference
+from reproloader._diagnose.compare import Mask, differ, difference, numbers, vector
 from reproloader._diagnose.doctor import doctor
 from reproloader._diagnose.experiments import (
-    Mask,
     Pipeline,
     TargetError,
-    differ,
     fresh_run,
     frozen_entropy,
     load_target,
-    numbers,
     payload,
     raised,
     rebuild,
     take,
-    vector,
 )
 from reproloader._diagnose.findings import Finding, Reported
 from reproloader._runtime.discovery import DEFAULT_BUDGET, Discovery, discover

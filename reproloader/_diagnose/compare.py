@@ -1,4 +1,10 @@
-"""Bitwise comparison of batches: tensors, numpy arrays and nested collections."""
+"""The one batch comparer: tensors, numpy arrays and nested collections.
+
+Two views of one comparison: :func:`difference` names the first place two batches
+differ bit for bit (assertions, resume checks); :func:`numbers`, :func:`vector` and
+:func:`differ` flatten batches to float vectors and mark every position that differs
+(the audit, which reports how much of a pipeline changed).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
-__all__ = ["difference"]
+__all__ = ["Mask", "Vector", "differ", "difference", "numbers", "vector"]
+
+Vector = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
 
 
 def _arrays_equal(a: Any, b: Any) -> bool:
@@ -35,3 +45,40 @@ def difference(a: Any, b: Any, where: str) -> str | None:
     elif type(a) is not type(b) or a != b:
         return f"{where}: {a!r} != {b!r}"
     return next((d for x, y, w in pairs if (d := difference(x, y, w))), None)
+
+
+def numbers(batch: Any) -> npt.NDArray[np.float64]:
+    """Every number in a batch (tensors, arrays, nested collections), flattened, in order."""
+    parts: list[npt.NDArray[np.float64]] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.is_complex():
+                value = torch.view_as_real(value)
+            parts.append(value.detach().cpu().to(torch.float64).reshape(-1).numpy())
+        elif isinstance(value, np.ndarray):
+            if np.issubdtype(value.dtype, np.number) or value.dtype == bool:
+                parts.append(np.asarray(value, dtype=np.float64).reshape(-1))
+        elif isinstance(value, (bool, int, float, np.number)):
+            parts.append(np.array([float(value)]))
+        elif isinstance(value, dict):
+            for key in sorted(value, key=repr):
+                walk(value[key])
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(batch)
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def vector(batches: list[Any]) -> Vector:
+    return np.concatenate([numbers(b) for b in batches]) if batches else np.zeros(0)
+
+
+def differ(a: Vector, b: Vector) -> Mask | None:
+    # Positions whose values differ (NaN equals NaN), or None if the shapes differ.
+    if a.shape != b.shape:
+        return None
+    same: Mask = (a == b) | (np.isnan(a) & np.isnan(b))
+    return ~same

@@ -24,34 +24,26 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from reproloader._diagnose.compare import Vector, numbers
 from reproloader._runtime.bridge import quiet_torchdata
 from reproloader.exceptions import ReproError
 
 __all__ = [
     "FixedBatches",
-    "Mask",
     "Pipeline",
     "TargetError",
-    "Vector",
-    "differ",
     "first_batch_indices",
     "fresh_run",
     "frozen_entropy",
     "load_target",
-    "numbers",
     "payload",
     "raised",
     "rebuild",
     "take",
-    "vector",
 ]
-
-Vector = npt.NDArray[np.float64]
-Mask = npt.NDArray[np.bool_]
 
 
 class FixedBatches(Sampler[list[Any]]):
@@ -149,31 +141,6 @@ def first_batch_indices(loader: Any, size: int = 4) -> list[Any]:
         first: list[Any] = next(iter(batch_sampler), [])
         return list(first)[:size] or [0]
     return list(itertools.islice(iter(loader.sampler), size)) or [0]
-
-
-def numbers(batch: Any) -> npt.NDArray[np.float64]:
-    """Every number in a batch (tensors, arrays, nested collections), flattened, in order."""
-    parts: list[npt.NDArray[np.float64]] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, torch.Tensor):
-            if value.is_complex():
-                value = torch.view_as_real(value)
-            parts.append(value.detach().cpu().to(torch.float64).reshape(-1).numpy())
-        elif isinstance(value, np.ndarray):
-            if np.issubdtype(value.dtype, np.number) or value.dtype == bool:
-                parts.append(np.asarray(value, dtype=np.float64).reshape(-1))
-        elif isinstance(value, (bool, int, float, np.number)):
-            parts.append(np.array([float(value)]))
-        elif isinstance(value, dict):
-            for key in sorted(value, key=repr):
-                walk(value[key])
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-
-    walk(batch)
-    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 class TargetError(ReproError, ValueError):
@@ -297,18 +264,6 @@ def load_target(target: Any) -> Any:
         f"audit() takes a DataLoader, a Dataset, a function that returns one, or "
         f"'module:function'; got {target!r} of type {type(target).__name__}"
     )
-
-
-def vector(batches: list[Any]) -> Vector:
-    return np.concatenate([numbers(b) for b in batches]) if batches else np.zeros(0)
-
-
-def differ(a: Vector, b: Vector) -> Mask | None:
-    # Positions whose values differ (NaN equals NaN), or None if the shapes differ.
-    if a.shape != b.shape:
-        return None
-    same: Mask = (a == b) | (np.isnan(a) & np.isnan(b))
-    return ~same
 
 
 class Pipeline:

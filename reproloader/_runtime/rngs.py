@@ -38,6 +38,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from reproloader._runtime.rngstate import python_from_plain, python_to_plain
+
 __all__ = ["GLOBAL_RNG_NAMES", "AttributeRngs", "GlobalRngs", "LegacyState", "PythonRandomState"]
 
 GLOBAL_RNG_NAMES: Final = ("numpy", "random", "torch")
@@ -306,17 +308,16 @@ class PythonRandomState:
     def to_plain(self, snapshot: Any) -> list[Any]:
         """A :meth:`save` snapshot as ``getstate()`` gives it, in lists."""
         if self._bytes is None:
-            version, internal, gauss = snapshot
-            return [version, list(internal), gauss]
+            return python_to_plain(snapshot)
         raw, gauss = snapshot
         words = np.frombuffer(raw, np.uint32).tolist()
         return [3, words[1:] + words[:1], gauss]  # getstate()'s version 3
 
     def from_plain(self, plain: list[Any]) -> Any:
         """The :meth:`save` snapshot that :meth:`to_plain` made ``plain`` from."""
-        version, internal, gauss = plain
         if self._bytes is None:
-            return version, tuple(internal), gauss
+            return python_from_plain(plain)
+        _, internal, gauss = plain
         return np.array([internal[-1], *internal[:-1]], dtype=np.uint32).tobytes(), gauss
 
 

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["dump_rng", "load_rng", "loads", "to_plain"]
+__all__ = [
+    "dump_rng",
+    "load_rng",
+    "loads",
+    "python_from_plain",
+    "python_to_plain",
+    "to_plain",
+]
 
 
 def to_plain(value: Any) -> Any:
@@ -45,6 +52,18 @@ def _bit_generator_state(plain: Mapping[str, Any], template: Mapping[str, Any]) 
     return out
 
 
+def python_to_plain(state: tuple[Any, ...]) -> list[Any]:
+    """A python ``random`` state (``getstate()``'s tuple) as plain data."""
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def python_from_plain(plain: list[Any]) -> tuple[Any, ...]:
+    """The ``getstate()`` tuple that :func:`python_to_plain` made ``plain`` from."""
+    version, internal, gauss = plain
+    return version, tuple(internal), gauss
+
+
 def dump_rng(rng: object) -> Any:
     """The state of one RNG object as plain data."""
     if isinstance(rng, np.random.Generator):
@@ -52,8 +71,7 @@ def dump_rng(rng: object) -> Any:
     if isinstance(rng, np.random.RandomState):
         return to_plain(rng.get_state(legacy=False))
     if isinstance(rng, random.Random):
-        version, internal, gauss = rng.getstate()
-        return [version, list(internal), gauss]
+        return python_to_plain(rng.getstate())
     if isinstance(rng, torch.Generator):
         return rng.get_state()
     raise TypeError(f"not an RNG reproloader knows: {type(rng).__name__}")
@@ -68,8 +86,7 @@ def load_rng(rng: object, state: Any) -> None:
         template = rng.get_state(legacy=False)
         rng.set_state(_bit_generator_state(state, template))
     elif isinstance(rng, random.Random):
-        version, internal, gauss = state
-        rng.setstate((version, tuple(internal), gauss))
+        rng.setstate(python_from_plain(state))
     elif isinstance(rng, torch.Generator):
         rng.set_state(state)
     else:
