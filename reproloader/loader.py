@@ -294,6 +294,7 @@ class ReproLoader(BridgedLoader[_T_co]):
             workers_hold_state=machinery.workers_hold_state,
             worker_state=machinery.worker_state,
             offset_after=machinery.offset_after if self.shard else None,
+            dataset_state=machinery.dataset_state,
         )
         return dict(state)
 
@@ -318,16 +319,19 @@ class ReproLoader(BridgedLoader[_T_co]):
         adopted = self._seed_to_adopt(state_dict, identity)
         if adopted is not None:
             identity["seed"] = adopted
-        self._cursor.restore(
+        dataset_state = self._cursor.restore(
             state_dict,
             identity,
             elastic=self.shard,
             workers_hold_state=machinery.workers_hold_state,
             batches=machinery.batches(),
             legacy_workers=own_worker_state,
+            stateful_dataset=machinery.stateful_dataset,
         )
         if adopted is not None:
             self._adopt_seed(adopted)
+        if dataset_state is not None:
+            self.dataset.load_state_dict(dataset_state)  # type: ignore[attr-defined]
         forget_iterator(self)
 
     def _seed_to_adopt(self, state: Mapping[str, Any], identity: Mapping[str, Any]) -> int | None:

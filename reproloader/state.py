@@ -88,6 +88,9 @@ class LoaderState(TypedDict):
             epoch.
         serial: the pass's serial number (worker scope matches streams by it).
         workers: where workers hold state, mid-pass: :class:`WorkersState`; else None.
+        dataset: with ``num_workers=0``, outside a pass (at its end, or before it):
+            the dataset's own ``state_dict()``, for a dataset that has one (the main
+            process's dataset is the one that ran); else None. (New in version 2.)
     """
 
     format: str
@@ -109,6 +112,7 @@ class LoaderState(TypedDict):
     finished: bool
     serial: int
     workers: WorkersState | None
+    dataset: Any
 
 
 class WorkerPart(TypedDict):
@@ -226,7 +230,11 @@ def check_fields(state: Mapping[str, Any], *, batches: int | None, elastic: bool
     if state["rng_scope"] not in _SCOPES:
         _fail("rng_scope", f"one of {list(_SCOPES)}", state["rng_scope"])
     names = state["reseed_globals"]
-    if not isinstance(names, list) or names != sorted(set(names) & set(_GLOBAL_NAMES)):
+    if (
+        not isinstance(names, list)
+        or not all(isinstance(name, str) for name in names)
+        or names != sorted(set(names) & set(_GLOBAL_NAMES))
+    ):
         _fail("reseed_globals", f"a sorted list of names from {list(_GLOBAL_NAMES)}", names)
     _bool(state["reseed_dataset_rngs"], "reseed_dataset_rngs")
     _optional_int(state["dataset_length"], "dataset_length")
@@ -254,8 +262,13 @@ def check_fields(state: Mapping[str, Any], *, batches: int | None, elastic: bool
             _fail("position", f"{batches} in a finished pass (all its batches)", position)
 
 
-def check_workers(part: object, state: Mapping[str, Any]) -> WorkersState:
+def check_workers(
+    part: object, state: Mapping[str, Any], *, stateful_dataset: bool
+) -> WorkersState:
     """Check a :class:`WorkersState` field by field, and against its state.
+
+    ``stateful_dataset`` says whether this loader's dataset has ``state_dict``: only
+    then may a worker part carry the dataset's own state.
 
     Raises:
         StateFieldError: naming the first field that is wrong.
@@ -285,11 +298,13 @@ def check_workers(part: object, state: Mapping[str, Any]) -> WorkersState:
     if not isinstance(parts, list) or len(parts) != len(ids):
         _fail("workers.workers", f"a list of {len(ids)} worker parts", parts)
     for i, worker in enumerate(parts):
-        _check_worker(worker, f"workers.workers[{i}]", i, state)
+        _check_worker(worker, f"workers.workers[{i}]", i, state, stateful_dataset)
     return w  # type: ignore[return-value]
 
 
-def _check_worker(part: object, path: str, worker_id: int, state: Mapping[str, Any]) -> None:
+def _check_worker(
+    part: object, path: str, worker_id: int, state: Mapping[str, Any], stateful_dataset: bool
+) -> None:
     w = _dict(part, path, tuple(WorkerPart.__annotations__))
     _equal(w["id"], f"{path}.id", worker_id, "workers are listed by id")
     _bool(w["ended"], f"{path}.ended")
@@ -301,6 +316,8 @@ def _check_worker(part: object, path: str, worker_id: int, state: Mapping[str, A
         )
     if w["map"] is not None:
         m = _dict(w["map"], f"{path}.map", ("dataset", "stream"))
+        if m["dataset"] is not None and not stateful_dataset:
+            _fail(f"{path}.map.dataset", "None (this dataset has no state_dict)", m["dataset"])
         _check_stream(m["stream"], f"{path}.map.stream", state)
         return
     it = _dict(
@@ -311,6 +328,8 @@ def _check_worker(part: object, path: str, worker_id: int, state: Mapping[str, A
     _int(it["position"], f"{path}.iterable.position")
     if it["kind"] not in (None, "dataset", "iterator"):
         _fail(f"{path}.iterable.kind", "None, 'dataset' or 'iterator'", it["kind"])
+    if it["kind"] == "dataset" and not stateful_dataset:
+        _fail(f"{path}.iterable.kind", "not 'dataset' (this dataset has no state_dict)", "dataset")
     if it["kind"] is None and it["user"] is not None:
         _fail(f"{path}.iterable.user", "None when kind is None", it["user"])
     _check_stream(it["stream"], f"{path}.iterable.stream", state)
@@ -384,6 +403,8 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
             f"this state has format version {version}, written by a newer reproloader; "
             f"this release reads versions up to {VERSION}. Upgrade reproloader to resume it."
         )
+    if version == 1:
+        state = {"dataset": None, **state}  # version 2 added the field
     missing = sorted(set(LoaderState.__annotations__) - set(state))
     if missing:
         raise StateVersionError(f"ReproLoader state (version {version}) lacks fields {missing}")

@@ -146,6 +146,7 @@ class PassCursor:
         workers_hold_state: bool,
         worker_state: Callable[[], Any],
         offset_after: Callable[[Pass, int], int] | None = None,
+        dataset_state: Callable[[], Any] | None = None,
     ) -> LoaderState:
         """The position as a state.
 
@@ -159,6 +160,9 @@ class PassCursor:
                 where workers hold state.
             offset_after: with sharding, the global sample offset after ``n`` batches
                 of a pass; None without sharding.
+            dataset_state: where the main process's dataset holds its own state (a
+                stateful dataset, no workers), that state; called only where no worker
+                state carries it (outside a pass).
         """
         workers: Any = None
         offset: int | None = None
@@ -191,6 +195,7 @@ class PassCursor:
             "finished": finished,
             "serial": serial,
             "workers": workers,
+            "dataset": dataset_state() if dataset_state is not None and workers is None else None,
         }
 
     def restore(
@@ -202,7 +207,8 @@ class PassCursor:
         workers_hold_state: bool,
         batches: int | None = None,
         legacy_workers: Callable[[Mapping[str, Any]], Any] | None = None,
-    ) -> None:
+        stateful_dataset: bool = False,
+    ) -> Any:
         """Continue from ``state``; checks all of it before changing anything.
 
         Args:
@@ -216,6 +222,11 @@ class PassCursor:
             batches: the exact number of batches of an epoch here, or None.
             legacy_workers: converts the worker part of a version-1 state (which held
                 torchdata's own state) to :class:`~reproloader.state.WorkersState`.
+            stateful_dataset: whether the dataset has its own ``state_dict``.
+
+        Returns:
+            The dataset's own state to load into it (see ``LoaderState.dataset``), or
+            None.
 
         Raises:
             StateVersionError: not a ReproLoader state, or a newer format.
@@ -248,7 +259,14 @@ class PassCursor:
                     raise StateFieldError(
                         "workers", "the worker state version 1 wrote", workers
                     ) from None
-            workers = check_workers(workers, saved)
+            workers = check_workers(workers, saved, stateful_dataset=stateful_dataset)
+        if saved["dataset"] is not None and (workers is not None or not stateful_dataset):
+            why = (
+                "the dataset's state is in the workers' part"
+                if stateful_dataset
+                else "this dataset has no state_dict"
+            )
+            raise StateFieldError("dataset", f"None ({why})", saved["dataset"])
         self.set_epoch(saved["epoch"])
         if saved["finished"]:
             self._started = True  # the next pass is the next epoch
@@ -263,6 +281,7 @@ class PassCursor:
             else:
                 self._start = saved["position"]
                 self._offset = saved["offset"] or 0
+        return saved["dataset"]
 
 
 def pick_rank(state: Mapping[str, Any], rank: int, world_size: int) -> Mapping[str, Any]:

@@ -13,6 +13,7 @@ which pass runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -71,6 +72,24 @@ class Machinery:
         self._shared_pass: torch.Tensor | None = None
         self._isolation: Isolation | None = None
         self._sampler_rngs: SamplerRngs | None = None
+
+    @property
+    def stateful_dataset(self) -> bool:
+        """Whether the dataset has its own ``state_dict``/``load_state_dict``."""
+        return stateful(self._loader.dataset)
+
+    @property
+    def dataset_state(self) -> Callable[[], Any] | None:
+        """How to read the main-process dataset's own state, where it is the one that ran.
+
+        A map-style dataset with its own state, produced from in this process: its
+        state at an epoch's end is the next epoch's start. (An iterable dataset's
+        state is its iterator's, which the next pass starts afresh.)
+        """
+        dataset = self._loader.dataset
+        if not self.iterable and self._loader.num_workers == 0 and stateful(dataset):
+            return dataset.state_dict  # type: ignore[attr-defined,no-any-return]
+        return None
 
     @property
     def workers_hold_state(self) -> bool:

@@ -156,6 +156,14 @@ def loads(kind: str, value: Any) -> bool:
         return False
     try:
         load_rng(scratch, value)
-    except (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError):
+    except (
+        TypeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        OverflowError,
+        RuntimeError,
+        AttributeError,
+    ):
         return False
     return True

@@ -44,7 +44,7 @@ def workers_part(yielded: int, processes: int = 0, base_seed: int = 5) -> dict[s
         "workers": [
             {
                 "id": i,
-                "map": {"dataset": {"i": i}, "stream": None},
+                "map": {"dataset": None, "stream": None},
                 "iterable": None,
                 "ended": False,
             }
