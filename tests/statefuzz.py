@@ -483,19 +483,34 @@ def cases_of(base: list[Baseline]) -> list[Case]:
 
 
 def sample(cases: list[Case], limit: int | None, seed: int) -> list[Case]:
-    """Up to ``limit`` cases, every key path at least once where the limit allows."""
+    """Up to ``limit`` cases, spread out: every key path first, then every (path, kind).
+
+    The sample depends only on ``seed`` and the configuration's name.
+    """
     if limit is None or len(cases) <= limit:
         return cases
     rng = random.Random(f"{seed}:{cases[0].baseline.config.name}")  # str seeds are stable
     shuffled = cases[:]
     rng.shuffle(shuffled)
-    chosen, rest, paths = [], [], set()
+    tiers: tuple[list[Case], list[Case], list[Case]] = ([], [], [])
+    paths: set[Path] = set()
+    kinds: set[tuple[Path, str]] = set()
     for case in shuffled:
-        key = case.mutation.path
-        (rest if key in paths else chosen).append(case)
-        paths.add(key)
-    chosen = chosen[:limit]
-    return chosen + rest[: limit - len(chosen)]
+        path, kind = case.mutation.path, case.mutation.kind
+        tier = 0 if path not in paths else 1 if (path, kind) not in kinds else 2
+        tiers[tier].append(case)
+        paths.add(path)
+        kinds.add((path, kind))
+    return [*tiers[0], *tiers[1], *tiers[2]][:limit]
+
+
+def field_of(path: Path) -> str:
+    """A key path with worker names and list indices generalized: ``worker_*``, ``[i]``."""
+    general = tuple(
+        "[i]" if isinstance(p, int) else "worker_*" if str(p).startswith("worker_") else p
+        for p in path
+    )
+    return format_path(general).replace(".[i]", "[i]")
 
 
 @dataclass
@@ -535,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--limit", type=int, help="cases per configuration (default 100, 8 with --quick; -1: all)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the case sample")
-    parser.add_argument("--show", type=int, default=40, help="failures listed")
+    parser.add_argument("--examples", type=int, default=3, help="example cases per failure kind")
     parser.add_argument("--only", help="configurations whose name contains this")
     args = parser.parse_args(argv)
     limit = args.limit if args.limit is not None else (8 if args.quick else 100)
@@ -575,9 +590,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nDistinct failures (outcome, kind, count, example cases):")
     for (label, kind), rs in sorted(kinds.items(), key=lambda kv: (kv[0][0], -len(kv[1]))):
         print(f"- {label} x{len(rs)}: {kind}")
-        for r in rs[:3]:
+        for r in rs[: args.examples]:
             print(f"    {r.case.describe()}   [{r.detail[:200]}]")
     failures = [r for r in results if r.outcome in FAILURES]
+    by_field: dict[str, dict[str, set[str]]] = {}
+    for r in failures:
+        where = by_field.setdefault(field_of(r.case.mutation.path), {})
+        where.setdefault(r.outcome, set()).add(r.case.mutation.kind.replace("replace:", ""))
+    if by_field:
+        print("\nFailures by field (worker ids and list indices merged): outcome [mutations]")
+    for name, outcomes in sorted(by_field.items()):
+        listed = "; ".join(f"{o} [{', '.join(sorted(k))}]" for o, k in sorted(outcomes.items()))
+        print(f"  {name}: {listed}")
     return 1 if failures else 0
 
 

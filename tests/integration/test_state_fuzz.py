@@ -17,7 +17,7 @@ from tests import statefuzz
 from tests.statefuzz import CONFIGS, STOPS, Mutation, apply, baselines, mutations, sample
 
 SEED = int(os.environ.get("STATEFUZZ_SEED", "0"))
-CASES_PER_FAMILY = 15
+CASES_PER_FAMILY = 20
 CASE_TIMEOUT = 10.0
 
 # One configuration per family: map-style batch scope, worker scope with workers,
@@ -102,3 +102,15 @@ def test_apply_changes_only_the_mutated_path() -> None:
     }
     assert apply(state, Mutation(("c",), "delete")) == {"a": {"b": [1, 2, (3, 4)]}}
     assert state == {"a": {"b": [1, 2, (3, 4)]}, "c": 5}
+
+
+def test_the_oracle_tells_exact_refused_and_wrong_apart() -> None:
+    base, _ = baselines(CONFIG["map-batch-shuffle-w0"], tuple(s for s in STOPS if s[0] == "mid"))
+    b = base[0]
+    assert statefuzz.run_case(b.config, b.state, b.expected, b.fresh) == ("EXACT", "")
+    outcome, detail = statefuzz.run_case(b.config, {**b.state, "format": "x"}, b.expected, b.fresh)
+    assert outcome == "REFUSED", detail
+    shorter = [b.expected[0][:-1], b.expected[1]]
+    assert statefuzz.run_case(b.config, b.state, shorter, b.fresh)[0] == "WRONG"
+    hung = statefuzz.in_child(lambda: statefuzz.time.sleep(30), timeout=1)
+    assert hung == (False, "no result")
