@@ -119,7 +119,7 @@ class Machinery:
     def offset_after(self, current: Pass, batches: int) -> int:
         """With ``shard=True``: the global sample offset after ``batches`` of ``current``."""
         sampler: ShardedSampler = self._loader.sampler  # type: ignore[assignment]
-        return current.offset + sum(sampler.steps(current.world_size, current.offset)[:batches])
+        return sampler.offset_after(current.world_size, current.offset, batches)
 
     def announce(self, current: Pass) -> None:
         """Tell persistent workers of an iterable dataset which pass runs now."""
