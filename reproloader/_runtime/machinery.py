@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from reproloader import distributed
 from reproloader._runtime.bridge import (
     IteratorView,
     default_index_sampler,
@@ -31,7 +32,7 @@ from reproloader._runtime.rngs import GlobalRngs
 from reproloader._runtime.units import SamplerRngs, UnitSampler, describe_sampler, fast_mode
 from reproloader._runtime.wrappers import IterableWrapper, MapWrapper, WorkerInit, stateful
 from reproloader.config import ReproConfig
-from reproloader.distributed import ShardedSampler, rank_and_world_size
+from reproloader.distributed import ShardedSampler
 from reproloader.seeding import SeedTree
 
 __all__ = ["Machinery"]
@@ -79,7 +80,7 @@ class Machinery:
     def identity(self) -> dict[str, Any]:
         """The fields of a state that say which data a position means, for this loader."""
         loader = self._loader
-        rank, world_size = rank_and_world_size()
+        rank, world_size = distributed.rank_and_world_size()  # one lookup, as the loader's
         try:
             length: int | None = len(loader.dataset)  # type: ignore[arg-type]
         except TypeError:
