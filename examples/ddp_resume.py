@@ -10,6 +10,22 @@ global order per epoch, each rank its part of every step, so a checkpoint taken 
 processes also resumes on M (the rest of the epoch is split over the new ranks; the
 training loop's own RNG states are per rank, so then only the data is guaranteed).
 
+Restarts and several nodes: with ``--auto-resume`` the script resumes by itself when a
+checkpoint exists, so torchrun's own restarts continue the run (a killed worker makes
+torchrun restart the whole group, which then starts from the last checkpoint)::
+
+    torchrun --standalone --nproc-per-node 2 --max-restarts 2 examples/ddp_resume.py \
+        --dir /tmp/ddp3 --auto-resume --kill-after 17 --kill-rank 1
+
+``--kill-after`` kills only in the first attempt (``TORCHELASTIC_RESTART_COUNT`` 0), so
+the restarted group runs to the end. Two nodes (here both on one machine, loopback
+rendezvous; on real nodes use the first node's address and a shared ``--dir``)::
+
+    torchrun --nnodes 2 --nproc-per-node 2 --node-rank 0 --master-addr 127.0.0.1 \
+        --master-port 29500 examples/ddp_resume.py --dir /tmp/ddp4 &
+    torchrun --nnodes 2 --nproc-per-node 2 --node-rank 1 --master-addr 127.0.0.1 \
+        --master-port 29500 examples/ddp_resume.py --dir /tmp/ddp4
+
 Checkpoints (every ``--every`` steps) hold the model, the optimizer, the loader's
 state (one for all ranks: positions are global) and every rank's RNG states, written
 either by rank 0 with ``torch.save`` or by every rank with torch.distributed.checkpoint
@@ -138,6 +154,62 @@ def restore(args: argparse.Namespace, model: nn.Module, optimizer: Any, loader: 
     return int(state["step"])
 
 
+def init_process_group(backend: str) -> None:
+    """``dist.init_process_group``, with keys of its own in each of torchrun's attempts.
+
+    torchrun's restarted workers meet in the agent's store again, where the keys of the
+    attempt before (the peers' old addresses) still are; gloo would connect to the dead
+    ones. A prefix per attempt keeps them apart.
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt == "0" or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        dist.init_process_group(backend)
+        return
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False
+    )
+    dist.init_process_group(
+        backend,
+        store=dist.PrefixStore(f"attempt_{attempt}", store),
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+    )
+
+
+def start(
+    args: argparse.Namespace, model: nn.Module, optimizer: Any, loader: Any
+) -> tuple[int, int | None, str]:
+    """Resume if asked (or, with --auto-resume, if a checkpoint is there); announce a kill.
+
+    Returns the step to start from, the step after which to kill (None: no kill) and who dies.
+    """
+    rank = dist.get_rank()
+    if args.auto_resume:  # torchrun's restarts start the script again: pick up where it was
+        args.resume = checkpoint_exists(args)
+    step = restore(args, model, optimizer, loader) if args.resume else 0
+    if args.resume:
+        say(f"rank {rank} resumed at step {step}, epoch {loader.epoch}")
+    # torchrun counts its restarts of the group; a kill happens only in the first attempt.
+    first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+    kill_after = args.kill_after if first_attempt else None
+    victims = "every rank" if args.kill_rank is None else f"rank {args.kill_rank}"
+    if kill_after is not None and rank == 0:
+        say(
+            f"--kill-after {kill_after}: {victims} SIGKILLs itself after step "
+            f"{kill_after}, like a crash. torchrun then reports the workers as failed "
+            "(ChildFailedError, exitcode -9, SIGKILL): that is the point. Run the same "
+            "command with --resume instead of --kill-after to continue from the last checkpoint."
+        )
+    return step, kill_after, victims
+
+
+def checkpoint_exists(args: argparse.Namespace) -> bool:
+    """Whether a checkpoint of this run is there to resume from."""
+    if args.checkpoint == "dcp":
+        return (args.dir / "dcp" / "latest").exists()
+    return (args.dir / "checkpoint.pt").exists()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,7 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scope", default="batch", choices=["batch", "sample", "worker"])
     parser.add_argument("--checkpoint", default="torch", choices=["torch", "dcp"])
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--kill-after", type=int, help="every rank SIGKILLs itself after step N")
+    parser.add_argument(
+        "--auto-resume", action="store_true", help="resume if a checkpoint exists (restarts)"
+    )
+    parser.add_argument(
+        "--kill-after",
+        type=int,
+        help="every rank (or --kill-rank) SIGKILLs itself after step N, in the first attempt",
+    )
+    parser.add_argument("--kill-rank", type=int, help="only this rank SIGKILLs itself")
     parser.add_argument("--stop-after", type=int, help="checkpoint after step N and exit cleanly")
     parser.add_argument("--epochs", type=int, help="stop at the end of this many epochs")
     parser.add_argument(
@@ -168,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> None:
     cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo")
+    init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank()
     device = (
         torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -180,8 +260,12 @@ def train(args: argparse.Namespace) -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(0)  # the same initial weights on every rank
+    # DDP reorders its gradient buckets after its first step, and from 3 ranks on the
+    # all-reduce's sums depend on that layout: a resumed process (whose first step is a
+    # later one) would round differently. find_unused_parameters=True keeps the first layout.
     model = DistributedDataParallel(
-        nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 1)).to(device)
+        nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 1)).to(device),
+        find_unused_parameters=True,
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loader = ReproLoader(
@@ -193,16 +277,7 @@ def train(args: argparse.Namespace) -> None:
         seed=2026,
         config={"rng_scope": args.scope},
     )
-    step = restore(args, model, optimizer, loader) if args.resume else 0
-    if args.resume:
-        say(f"rank {rank} resumed at step {step}, epoch {loader.epoch}")
-    if args.kill_after is not None and rank == 0:
-        say(
-            f"--kill-after {args.kill_after}: every rank SIGKILLs itself after step "
-            f"{args.kill_after}, like a crash. torchrun then reports the workers as failed "
-            "(ChildFailedError, exitcode -9, SIGKILL): that is the point. Run the same "
-            "command with --resume instead of --kill-after to continue from the last checkpoint."
-        )
+    step, kill_after, victims = start(args, model, optimizer, loader)
     first_step = step
     records: list[list[float]] = []
 
@@ -218,9 +293,9 @@ def train(args: argparse.Namespace) -> None:
                 say(f"step {step} epoch {loader.epoch} loss {loss.item():.6f} (rank 0)")
             if step % args.every == 0 or step == args.stop_after:
                 save(args, step, model, optimizer, loader)
-            if step == args.kill_after:
-                if rank == 0:
-                    say(f"killing every rank now, after step {step}, as announced")
+            if step == kill_after and args.kill_rank in (None, rank):
+                if rank == (args.kill_rank or 0):
+                    say(f"killing {victims} now, after step {step}, as announced")
                 os.kill(os.getpid(), signal.SIGKILL)
             if step in (args.stop_after, args.steps):
                 break

@@ -21,10 +21,11 @@ always pads.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
-from collections.abc import Iterator, Sized
-from typing import Any
+from collections.abc import Iterator, Sequence, Sized
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +35,7 @@ from reproloader._runtime.shuffle import EpochOrders
 from reproloader.seeding import Purpose, SeedTree
 from reproloader.state import RANKS_FORMAT
 
-__all__ = ["ShardedSampler", "gather_state", "rank_and_world_size", "shard_steps"]
+__all__ = ["ShardSteps", "ShardedSampler", "gather_state", "rank_and_world_size", "shard_steps"]
 
 
 def rank_and_world_size() -> tuple[int, int]:
@@ -52,16 +53,89 @@ def shard_steps(remaining: int, world_size: int, batch_size: int, drop_last: boo
     Every step but the last takes ``world_size * batch_size``. With ``drop_last`` a
     short last step is dropped; otherwise it is kept, merged into the step before when
     it has fewer samples than ranks.
+
+    A list of every step (O(steps) memory); :class:`ShardSteps` gives the same
+    sizes by arithmetic.
     """
-    full = world_size * batch_size
-    steps = [full] * (remaining // full)
-    tail = remaining - len(steps) * full
-    if tail and not drop_last:
-        if tail < world_size and steps:
-            steps[-1] += tail
-        else:
-            steps.append(tail)
-    return steps
+    return list(ShardSteps(remaining, world_size, batch_size, drop_last))
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSteps(Sequence[int]):
+    """The global steps that hand out ``remaining`` samples, as :func:`shard_steps` cuts them.
+
+    A read-only sequence of step sizes computed by arithmetic: its length, any step,
+    the samples in the first ``k`` steps and one rank's sample count each take O(1),
+    whatever the size of the epoch.
+    """
+
+    remaining: int
+    world_size: int
+    batch_size: int
+    drop_last: bool
+
+    def __post_init__(self) -> None:
+        for name, least in (("remaining", 0), ("world_size", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if value < least:
+                raise ValueError(f"ShardSteps: {name} must be at least {least}, got {value}")
+
+    @property
+    def full(self) -> int:
+        """The size of a full global step: ``world_size * batch_size``."""
+        return self.world_size * self.batch_size
+
+    def __len__(self) -> int:
+        whole, tail = divmod(self.remaining, self.full)
+        # A short tail is a step of its own unless dropped, or merged into the step before.
+        own_step = tail and not self.drop_last and not (tail < self.world_size and whole)
+        return whole + bool(own_step)
+
+    @property
+    def total(self) -> int:
+        """The samples all steps hand out: ``remaining``, less a dropped short tail."""
+        remaining = self.remaining
+        return remaining - remaining % self.full if self.drop_last else remaining
+
+    def consumed(self, steps: int) -> int:
+        """The samples handed out by the first ``steps`` steps."""
+        if steps >= len(self):
+            return self.total
+        return max(steps, 0) * self.full  # every step before the last is full
+
+    @property
+    def last(self) -> int:
+        """The size of the last step (0 when there is none)."""
+        count = len(self)
+        return self.total - (count - 1) * self.full if count else 0
+
+    def rank_samples(self, rank: int) -> int:
+        """The samples rank ``rank`` gets over all steps (a padded sample counts)."""
+        count = len(self)
+        if not count:
+            return 0
+        return (count - 1) * self.batch_size + max(
+            len(rank_part(0, self.last, rank, self.world_size)), 1
+        )
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[int]: ...
+
+    def __getitem__(self, index: int | slice) -> int | list[int]:
+        count = len(self)
+        if isinstance(index, slice):
+            return [self[k] for k in range(count)[index]]
+        k = range(count)[index]  # IndexError, negative indices as a list has them
+        return self.last if k == count - 1 else self.full
+
+    def __iter__(self) -> Iterator[int]:
+        count = len(self)
+        if count:
+            yield from itertools.repeat(self.full, count - 1)
+            yield self.last
 
 
 def rank_part(start: int, size: int, rank: int, world_size: int) -> range:
@@ -138,25 +212,22 @@ class ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
             return self._orders.get(epoch, len(self.data_source)).indices(start, stop)
         return np.arange(start, stop, dtype=np.int64)
 
-    def steps(self, world_size: int, offset: int = 0) -> list[int]:
-        """Global step sizes of the rest of the epoch from ``offset``."""
+    def steps(self, world_size: int, offset: int = 0) -> ShardSteps:
+        """Global step sizes of the rest of the epoch from ``offset`` (computed, not listed)."""
         remaining = len(self.data_source) - offset
-        return shard_steps(remaining, world_size, self.batch_size, self.drop_last)
+        return ShardSteps(remaining, world_size, self.batch_size, self.drop_last)
+
+    def offset_after(self, world_size: int, offset: int, steps: int) -> int:
+        """The global offset after ``steps`` more global steps from ``offset``."""
+        return offset + self.steps(world_size, offset).consumed(steps)
 
     def rank_batches(
         self, epoch: int, rank: int, world_size: int, offset: int = 0
     ) -> Iterator[list[int]]:
         """This rank's batches of the rest of ``epoch`` from global ``offset``."""
         n = len(self.data_source)
-        # The steps of shard_steps without its list: all full but the last one or two.
-        full = world_size * self.batch_size
-        remaining = n - offset
-        before_last = max(remaining // full - 1, 0)
-        last = shard_steps(
-            remaining - before_last * full, world_size, self.batch_size, self.drop_last
-        )
         start = offset
-        for size in itertools.chain(itertools.repeat(full, before_last), last):
+        for size in self.steps(world_size, offset):
             part = rank_part(start, size, rank, world_size)
             if len(part):
                 yield self.indices(epoch, part.start, part.stop).tolist()
@@ -171,8 +242,9 @@ class ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
             yield from batch
 
     def __len__(self) -> int:
+        """This rank's samples in an epoch, padding included (O(1))."""
         rank, world_size = rank_and_world_size()
-        return sum(len(b) for b in self.rank_batches(self.epoch, rank, world_size))
+        return self.steps(world_size).rank_samples(rank)
 
     def __repr__(self) -> str:
         return (

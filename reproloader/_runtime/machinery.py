@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from reproloader import distributed
 from reproloader._runtime.bridge import (
     IteratorView,
     default_index_sampler,
@@ -32,7 +33,7 @@ from reproloader._runtime.rngs import GlobalRngs
 from reproloader._runtime.units import SamplerRngs, UnitSampler, describe_sampler, fast_mode
 from reproloader._runtime.wrappers import IterableWrapper, MapWrapper, WorkerInit, stateful
 from reproloader.config import ReproConfig
-from reproloader.distributed import ShardedSampler, rank_and_world_size
+from reproloader.distributed import ShardedSampler
 from reproloader.exceptions import StateError
 from reproloader.seeding import SeedTree
 
@@ -99,7 +100,7 @@ class Machinery:
     def identity(self) -> dict[str, Any]:
         """The fields of a state that say which data a position means, for this loader."""
         loader = self._loader
-        rank, world_size = rank_and_world_size()
+        rank, world_size = distributed.rank_and_world_size()  # one lookup, as the loader's
         try:
             length: int | None = len(loader.dataset)  # type: ignore[arg-type]
         except TypeError:
@@ -154,7 +155,7 @@ class Machinery:
     def offset_after(self, current: Pass, batches: int) -> int:
         """With ``shard=True``: the global sample offset after ``batches`` of ``current``."""
         sampler: ShardedSampler = self._loader.sampler  # type: ignore[assignment]
-        return current.offset + sum(sampler.steps(current.world_size, current.offset)[:batches])
+        return sampler.offset_after(current.world_size, current.offset, batches)
 
     def announce(self, current: Pass) -> None:
         """Tell persistent workers of an iterable dataset which pass runs now."""

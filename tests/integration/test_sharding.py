@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections import Counter
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from reproloader import ConfigError, ReproLoader, StateMismatchError
-from reproloader.distributed import ShardedSampler
+from reproloader.distributed import ShardedSampler, rank_part
 from tests.datasets import AllSources, Stream
 
 N = 37
@@ -223,3 +224,40 @@ def test_a_step_deep_in_a_huge_sharded_epoch_needs_no_whole_order() -> None:
     batches = [next(sampler.rank_batches(0, rank, 4, offset)) for rank in range(4)]
     assert [i for b in batches for i in b] == sampler.indices(0, offset, offset + 128).tolist()
     assert len({i for b in batches for i in b}) == 128
+
+
+class Huge(torch.utils.data.Dataset[torch.Tensor]):
+    """10**10 samples, each its own index: nothing stored."""
+
+    def __len__(self) -> int:
+        return 10**10
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.tensor([index])
+
+
+@pytest.mark.parametrize(("rank", "world_size"), [(0, 1), (2, 3)])
+def test_a_huge_sharded_loader_counts_starts_and_saves_in_constant_memory(
+    monkeypatch: pytest.MonkeyPatch, rank: int, world_size: int
+) -> None:
+    as_rank(monkeypatch, rank, world_size)
+    loader = ReproLoader(Huge(), batch_size=32, shuffle=True, shard=True, seed=9)
+    tracemalloc.start()
+    try:
+        steps = len(loader)
+        first = next(iter(loader))
+        state = loader.state_dict()
+        samples = len(loader.sampler)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # An index per sample would be 80 GB and a step size per step 2.5 GB / world_size.
+    assert peak < 16 * 2**20, (
+        f"peak {peak / 2**20:.1f} MiB: something of the epoch's size was built"
+    )
+    full = world_size * 32
+    assert steps == -(-(10**10) // full) - (0 < 10**10 % full < world_size)
+    assert first.flatten().tolist() == loader.sampler.indices(0, rank * 32, rank * 32 + 32).tolist()
+    assert state["offset"] == full
+    last = 10**10 - (steps - 1) * full  # the last step's samples, split over the ranks
+    assert samples == (steps - 1) * 32 + len(rank_part(0, last, rank, world_size))
