@@ -3,7 +3,7 @@
 PyTorch's ``test/test_dataloader.py`` runs with ``torch.utils.data.DataLoader`` replaced by
 ``ReproLoader``; torchdata's ``test/stateful_dataloader/`` runs with
 ``torchdata.stateful_dataloader.StatefulDataLoader`` replaced. The replacement is made in every
-Python process the tests start (see ``upstream/site/sitecustomize.py``), and ``--baseline``
+Python process the tests start (see ``upstream/startup/sitecustomize.py``), and ``--baseline``
 first runs each suite as written, on the original class.
 
 The test files are not part of this repository: give the folder of a checkout (or any copy)
@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SITE = HERE / "site"
+STARTUP = HERE / "startup"
 ENV = "REPROLOADER_SUBSTITUTE"
 
 
@@ -132,7 +132,7 @@ class Result:
 def environment(suite: Suite, *, substitute: bool) -> dict[str, str]:
     """The environment of a run: this folder's sitecustomize and this checkout first on the path."""
     env = dict(os.environ)
-    paths = [str(SITE), str(ROOT)]
+    paths = [str(STARTUP), str(ROOT)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
