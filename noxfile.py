@@ -1,4 +1,4 @@
-"""Development sessions: ``nox -s tests lint typecheck docs bench build mutants``."""
+"""Development sessions: ``nox -s tests lint typecheck docs bench build mutants upstream``."""
 
 from __future__ import annotations
 
@@ -81,6 +81,19 @@ def bench(session: nox.Session) -> None:
     """Throughput, resume and scale benchmarks against DataLoader, measured in one run."""
     install(session, "bench")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def upstream(session: nox.Session) -> None:
+    """PyTorch's and torchdata's own loader tests on ReproLoader: ``-- PATH [--baseline]``.
+
+    PATH is a copy of pytorch/pytorch and/or pytorch/data (or a folder holding both);
+    they are not part of this repository. See docs/dropin.md.
+    """
+    if not session.posargs:
+        session.error("give the folder of the upstream checkouts: nox -s upstream -- PATH")
+    install(session, "upstream")
+    session.run("python", "upstream/run.py", *session.posargs)
 
 
 @nox.session
