@@ -38,6 +38,7 @@ from reproloader._runtime.bridge import (
     BridgedLoader,
     IteratorView,
     forget_iterator,
+    iterator_out_of_order,
     iterator_progress,
     own_worker_state,
     quiet_torchdata,
@@ -264,16 +265,27 @@ class ReproLoader(BridgedLoader[_T_co]):
 
     # -- checkpointing ---------------------------------------------------------
 
-    def _progress(self) -> tuple[int, bool]:
-        yielded, finished = iterator_progress(running_iterator(self))
-        position = self._cursor.current.start + yielded
-        if self.num_workers > 0 and not self.in_order and not finished and position:
+    def _progress(self) -> tuple[int, bool, list[int]]:
+        iterator = running_iterator(self)
+        consumed, finished = iterator_progress(iterator)
+        if self.num_workers == 0 or self.in_order or finished:
+            return consumed, finished, []
+        # in_order=False: batches arrive as workers finish them, so what was handed
+        # out need not be the epoch's first batches: the state lists the others.
+        first, others = iterator_out_of_order(iterator)
+        if others and (self._machinery.workers_hold_state or self.shard):
             raise StateError(
-                "cannot take a mid-epoch state with in_order=False: batches arrive in "
-                "the order workers finish them, so the ones handed out are not the "
-                "epoch's first ones. Checkpoint at epoch boundaries, or use in_order=True."
+                "cannot take this mid-epoch state with in_order=False: batches were "
+                "handed out ahead of earlier ones, and "
+                + (
+                    "workers hold state here (worker scope, an iterable dataset, or a "
+                    "dataset with its own state_dict) that such a state cannot order"
+                    if self._machinery.workers_hold_state
+                    else "shard=True keeps one global offset per epoch"
+                )
+                + ". Checkpoint at epoch boundaries, or use in_order=True."
             )
-        return yielded, finished
+        return first, finished, others
 
     def state_dict(self) -> dict[str, Any]:
         """Where the loader is: resume with :meth:`load_state_dict` on a new loader.

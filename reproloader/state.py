@@ -88,6 +88,9 @@ class LoaderState(TypedDict):
             epoch.
         serial: the pass's serial number (worker scope matches streams by it).
         workers: where workers hold state, mid-pass: :class:`WorkersState`; else None.
+        done: positions after ``position`` already handed out (``in_order=False``
+            delivers batches in the order workers finish them); the rest of the pass
+            skips them. Empty in order. (New in version 2.)
         dataset: with ``num_workers=0``, outside a pass (at its end, or before it):
             the dataset's own ``state_dict()``, for a dataset that has one (the main
             process's dataset is the one that ran); else None. (New in version 2.)
@@ -112,6 +115,7 @@ class LoaderState(TypedDict):
     finished: bool
     serial: int
     workers: WorkersState | None
+    done: list[int]
     dataset: Any
 
 
@@ -255,6 +259,17 @@ def check_fields(state: Mapping[str, Any], *, batches: int | None, elastic: bool
         _int(offset, "offset", 0, None if length is None else length + 1)
         if finished:
             _fail("offset", "None once the pass finished", offset)
+    done = state["done"]
+    if not isinstance(done, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in done
+    ):
+        _fail("done", "a list of ints", done)
+    if done != sorted(set(done)) or (done and done[0] <= position):
+        _fail("done", f"increasing positions after position {position}", done)
+    if done and (finished or state["workers"] is not None or offset is not None):
+        _fail("done", "[] (only a map-style pass delivered out of order has some)", done)
+    if batches is not None and done and done[-1] >= batches:
+        _fail("done", f"positions below {batches}, the batches of an epoch here", done)
     if batches is not None and not (elastic and state["world_size"] != world_size):
         if position > batches:
             _fail("position", f"at most {batches}, the batches of an epoch here", position)
@@ -404,7 +419,7 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
             f"this release reads versions up to {VERSION}. Upgrade reproloader to resume it."
         )
     if version == 1:
-        state = {"dataset": None, **state}  # version 2 added the field
+        state = {"dataset": None, "done": [], **state}  # version 2 added the fields
     missing = sorted(set(LoaderState.__annotations__) - set(state))
     if missing:
         raise StateVersionError(f"ReproLoader state (version {version}) lacks fields {missing}")

@@ -43,6 +43,7 @@ __all__ = [
     "IteratorView",
     "default_index_sampler",
     "forget_iterator",
+    "iterator_out_of_order",
     "iterator_progress",
     "iterator_worker_state",
     "own_worker_state",
@@ -60,6 +61,7 @@ INTERNALS: Final = {
     "_StatefulMultiProcessingDataLoaderIter": "worker iterator: (loader, state)",
     "iterator._num_yielded": "batches handed out in the pass",
     "iterator._finished": "whether the pass ran to its end",
+    "iterator._task_info, _send_idx": "which units an in_order=False pass handed out",
     "iterator.state_dict() layout": "converted to and from reproloader's own worker schema",
     "torch.utils.data._utils.worker._worker_info": "what get_worker_info() returns",
     "accelerate: DataLoader._is_accelerate_prepared": "prepare() returns such loaders as is",
@@ -204,6 +206,20 @@ def iterator_progress(iterator: Any) -> tuple[int, bool]:
     Consumed: batches handed out, and batches whose fetch raised.
     """
     return iterator._num_yielded + iterator.failed, bool(iterator._finished)
+
+
+def iterator_out_of_order(iterator: Any) -> tuple[int, list[int]]:
+    """Units consumed by an iterator with ``in_order=False``: ``(first n, others)``.
+
+    Task ``i`` of a pass is the ``i``-th unit the unit sampler gave. A task is consumed
+    once it left ``_task_info`` (handed out, or its fetch raised); the first ``n`` tasks
+    all are, and ``others`` lists the consumed tasks after them (delivered before
+    an earlier one).
+    """
+    pending = set(iterator._task_info)
+    sent = iterator._send_idx
+    first = min(pending) if pending else sent
+    return first, [i for i in range(first, sent) if i not in pending]
 
 
 def iterator_worker_state(iterator: Any) -> dict[str, Any]:

@@ -51,6 +51,8 @@ class Pass:
         offset: with sharding, the global sample offset where it starts.
         rank: the rank it runs on.
         world_size: the number of ranks.
+        skip: positions after ``start`` already handed out before a restore
+            (``in_order=False`` delivers out of order); the pass does not give them again.
     """
 
     epoch: int
@@ -59,6 +61,7 @@ class Pass:
     offset: int = 0
     rank: int = 0
     world_size: int = 1
+    skip: frozenset[int] = frozenset()
 
 
 class PassCursor:
@@ -75,6 +78,7 @@ class PassCursor:
         "_offset",
         "_resume_state",
         "_serial",
+        "_skip",
         "_start",
         "_started",
         "current",
@@ -87,6 +91,7 @@ class PassCursor:
         self._start = 0  # where the next pass starts (set by restore)
         self._offset = 0  # with sharding, the global sample offset it starts at
         self._loaded_end: int | None = None  # position of a finished pass that was restored
+        self._skip: frozenset[int] = frozenset()  # positions after _start handed out already
         self._resume_state: WorkersState | None = None  # worker state for the next iterator
         self.current = Pass(epoch=0, serial=0)
 
@@ -113,6 +118,7 @@ class PassCursor:
         self._offset = 0
         self._loaded_end = None
         self._resume_state = None
+        self._skip = frozenset()
 
     def begin_pass(self, rank: int, world_size: int) -> Pass:
         """Start a pass: the next epoch if a pass of this one has begun already."""
@@ -126,10 +132,12 @@ class PassCursor:
             offset=self._offset,
             rank=rank,
             world_size=world_size,
+            skip=self._skip,
         )
         self._serial += 1
         self._start = 0
         self._offset = 0
+        self._skip = frozenset()
         self._loaded_end = None
         return self.current
 
@@ -141,7 +149,7 @@ class PassCursor:
     def snapshot(
         self,
         identity: Mapping[str, Any],
-        progress: Callable[[], tuple[int, bool]],
+        progress: Callable[[], tuple[int, bool, list[int]]],
         *,
         workers_hold_state: bool,
         worker_state: Callable[[], Any],
@@ -153,8 +161,9 @@ class PassCursor:
         Args:
             identity: the fields that say which data a position means (see
                 :data:`reproloader.state.IDENTITY_FIELDS`), for this loader.
-            progress: ``(batches handed out, finished)`` of the running iterator;
-                called only while a pass is under way.
+            progress: ``(n, finished, others)`` of the running iterator: its first
+                ``n`` tasks were consumed (handed out, or their fetch raised), and so were
+                the tasks listed in ``others`` (out of order); called only mid-pass.
             workers_hold_state: whether workers hold state a position cannot recompute.
             worker_state: the running iterator's worker state; called only mid-pass
                 where workers hold state.
@@ -166,10 +175,12 @@ class PassCursor:
         """
         workers: Any = None
         offset: int | None = None
+        done: list[int] = []
         if not self._started:  # nothing iterated since set_epoch or a mid-epoch restore
             epoch, serial, position, finished = self._epoch, self._serial, self._start, False
             workers = self._resume_state
             offset = self._offset
+            done = sorted(self._skip)
         elif self._loaded_end is not None:  # a finished pass was restored, nothing since
             epoch, serial, position, finished = (
                 self._epoch,
@@ -178,9 +189,10 @@ class PassCursor:
                 True,
             )
         else:
-            yielded, finished = progress()
+            yielded, finished, others = progress()
             current = self.current
-            epoch, serial, position = current.epoch, current.serial, current.start + yielded
+            epoch, serial = current.epoch, current.serial
+            position, done = _handed_out(current, yielded, others)
             if offset_after is not None:
                 offset = offset_after(current, yielded)
             if workers_hold_state and position and not finished:
@@ -195,6 +207,7 @@ class PassCursor:
             "finished": finished,
             "serial": serial,
             "workers": workers,
+            "done": [] if finished else done,
             "dataset": dataset_state() if dataset_state is not None and workers is None else None,
         }
 
@@ -281,7 +294,28 @@ class PassCursor:
             else:
                 self._start = saved["position"]
                 self._offset = saved["offset"] or 0
+                self._skip = frozenset(saved["done"])
         return saved["dataset"]
+
+
+def _handed_out(current: Pass, consumed: int, others: list[int]) -> tuple[int, list[int]]:
+    # Task i of a pass is its i-th position not skipped: the first ``consumed`` tasks and
+    # ``others`` were consumed. Returns the first position not consumed, and the
+    # consumed positions after it.
+    if not current.skip and not others:
+        return current.start + consumed, []
+    wanted = max([consumed - 1, *others]) + 1
+    positions: list[int] = []
+    p = current.start
+    while len(positions) < wanted:
+        if p not in current.skip:
+            positions.append(p)
+        p += 1
+    handed = set(current.skip) | set(positions[:consumed]) | {positions[i] for i in others}
+    first = current.start
+    while first in handed:
+        first += 1
+    return first, sorted(p for p in handed if p > first)
 
 
 def pick_rank(state: Mapping[str, Any], rank: int, world_size: int) -> Mapping[str, Any]:

@@ -145,9 +145,11 @@ class UnitSampler(Iterable[Unit]):
 
     def __iter__(self) -> Iterator[Unit]:
         current = self._cursor.current
-        if self._fast is None:
-            return self._iterate(current)
-        return self._compute(current)
+        units = self._iterate(current) if self._fast is None else self._compute(current)
+        if current.skip:  # handed out before a restore (in_order=False): not again
+            skip = current.skip
+            return (unit for unit in units if unit[2] not in skip)
+        return units
 
     def _compute(self, current: Pass) -> Iterator[Unit]:
         epoch, serial = current.epoch, current.serial

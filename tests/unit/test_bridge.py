@@ -244,6 +244,24 @@ def _state_dict_layout() -> None:
         del it
 
 
+def _task_info_and_send_idx() -> None:
+    loader = _quietly(
+        StatefulDataLoader,
+        list(range(8)),
+        batch_size=2,
+        num_workers=2,
+        in_order=False,
+        multiprocessing_context="fork",
+    )
+    it = iter(loader)
+    next(it)
+    assert isinstance(it._task_info, dict)
+    assert it._send_idx >= 2  # prefetching: more sent than handed out
+    first, others = bridge.iterator_out_of_order(it)
+    assert first + len(others) == 1  # one batch handed out
+    del it
+
+
 CONTRACTS: dict[str, Callable[[], None]] = {
     "DataLoader._get_iterator": _get_iterator,
     "DataLoader._index_sampler": _index_sampler,
@@ -254,6 +272,7 @@ CONTRACTS: dict[str, Callable[[], None]] = {
     "iterator._num_yielded": _num_yielded_and_finished,
     "iterator._finished": _num_yielded_and_finished,
     "iterator.state_dict() layout": _state_dict_layout,
+    "iterator._task_info, _send_idx": _task_info_and_send_idx,
     "torch.utils.data._utils.worker._worker_info": _worker_info,
     "accelerate: DataLoader._is_accelerate_prepared": _accelerate_marker,
 }

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reproloader._runtime.cursor import Pass, PassCursor, pick_rank
-from reproloader.exceptions import StateMismatchError, StateVersionError
+from reproloader.exceptions import StateFieldError, StateMismatchError, StateVersionError
 from reproloader.state import FORMAT, RANKS_FORMAT, VERSION
 
 IDENTITY: dict[str, Any] = {
@@ -70,7 +70,7 @@ def snapshot(
     return dict(
         cursor.snapshot(
             identity,
-            lambda: (yielded, finished),
+            lambda: (yielded, finished, []),
             workers_hold_state=workers_hold_state,
             worker_state=worker_state,
             offset_after=offset_after,
@@ -323,3 +323,31 @@ def test_any_history_snapshots_to_a_state_that_restores_to_the_same_snapshot(
     else:
         assert (following.epoch, following.start) == (state["epoch"], state["position"])
         assert following.serial == state["serial"]
+
+
+def test_out_of_order_tasks_become_a_first_position_and_the_positions_done_after_it() -> None:
+    cursor = PassCursor()
+    state = {**snapshot(cursor), "position": 2, "done": [4]}
+    cursor.restore(state, IDENTITY, elastic=False, workers_hold_state=False, batches=25)
+    current = cursor.begin_pass(0, 1)
+    assert (current.start, current.skip) == (2, frozenset({4}))
+    # Tasks are the pass's positions not skipped: 2, 3, 5, 6...; tasks 0 and 2 consumed.
+    taken = dict(
+        cursor.snapshot(
+            IDENTITY,
+            lambda: (1, False, [2]),
+            workers_hold_state=False,
+            worker_state=_never,
+        )
+    )
+    assert (taken["position"], taken["done"]) == (3, [4, 5])
+    again = PassCursor()
+    again.restore(taken, IDENTITY, elastic=False, workers_hold_state=False, batches=25)
+    assert again.begin_pass(0, 1).skip == frozenset({4, 5})
+
+
+@pytest.mark.parametrize("done", [[2], [5, 4], [4, 4], [True], ["5"], [30], None], ids=repr)
+def test_done_positions_that_no_pass_could_leave_are_refused(done: Any) -> None:
+    state = {**snapshot(PassCursor()), "position": 2, "done": done}
+    with pytest.raises(StateFieldError, match="state field done must be"):
+        PassCursor().restore(state, IDENTITY, elastic=False, workers_hold_state=False, batches=25)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -146,11 +147,53 @@ def test_state_errors_are_value_errors() -> None:
     assert issubclass(StateError, ValueError)
 
 
-def test_mid_epoch_state_with_out_of_order_workers_is_refused() -> None:
-    source = loader(num_workers=2, in_order=False)
+class _SlowFirstBatch(torch.utils.data.Dataset[Any]):
+    """Batch 0 (indices 0-3) is slow: with in_order=False batch 1 arrives first."""
+
+    def __len__(self) -> int:
+        return 24
+
+    def __getitem__(self, i: int) -> Any:
+        if i < 4:
+            time.sleep(0.4)
+        return torch.tensor([float(i), float(torch.rand(()))])
+
+
+def _out_of_order(**kwargs: Any) -> ReproLoader[Any]:
+    kwargs.setdefault("config", {})
+    return ReproLoader(
+        _SlowFirstBatch(),
+        batch_size=4,
+        seed=3,
+        num_workers=2,
+        in_order=False,
+        multiprocessing_context="fork",
+        **kwargs,
+    )
+
+
+def test_a_mid_epoch_state_with_out_of_order_workers_resumes_every_batch_once() -> None:
+    in_order = ReproLoader(_SlowFirstBatch(), batch_size=4, seed=3)
+    reference, next_epoch = [[b.tolist() for b in in_order] for _ in range(2)]
+    source = _out_of_order()
+    it = iter(source)
+    head = [next(it).tolist()]
+    assert head[0] == reference[1], "batch 1 was to arrive first"
+    state = source.state_dict()
+    assert (state["position"], state["done"]) == (0, [1])
+    del it
+    for resumed in (_out_of_order(), ReproLoader(_SlowFirstBatch(), batch_size=4, seed=3)):
+        resumed.load_state_dict(state)
+        rest = [b.tolist() for b in resumed]
+        assert sorted(head + rest) == sorted(reference)  # every batch once, its own values
+        assert sorted(b.tolist() for b in resumed) == sorted(next_epoch)  # then as usual
+
+
+def test_out_of_order_states_where_workers_hold_state_are_refused() -> None:
+    source = _out_of_order(config={"rng_scope": "worker"})
     it = iter(source)
     next(it)
-    with pytest.raises(StateError, match="cannot take a mid-epoch state with in_order=False"):
+    with pytest.raises(StateError, match="in_order=False: batches were handed out ahead"):
         source.state_dict()
     for _ in it:
         pass
