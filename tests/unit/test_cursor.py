@@ -92,6 +92,8 @@ def test_a_new_cursor_is_at_the_start_of_epoch_0() -> None:
     assert state["version"] == VERSION
     assert state["workers"] is None
     assert state["offset"] is None
+    # Its current pass is the first one (the unit sampler's len reads its world size).
+    assert cursor.current == Pass(epoch=0, serial=0, start=0, offset=0, rank=0, world_size=1)
 
 
 def test_each_pass_after_the_first_is_the_next_epoch_with_a_new_serial() -> None:
@@ -488,3 +490,24 @@ def test_pick_rank_refuses_a_gathering_without_a_list_of_ranks(ranks: Any) -> No
 def test_pick_rank_passes_anything_but_a_gathering_through() -> None:
     for state in ([1], "x", {"format": "other", "ranks": []}):
         assert pick_rank(state, 0, 1) is state  # type: ignore[arg-type]
+
+
+def test_restore_holds_the_position_to_the_batches_of_an_epoch_here() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    state = snapshot(cursor, yielded=4)
+    PassCursor().restore(state, IDENTITY, elastic=False, workers_hold_state=False, batches=4)
+    with pytest.raises(StateFieldError) as info:
+        PassCursor().restore(state, IDENTITY, elastic=False, workers_hold_state=False, batches=3)
+    assert (info.value.path, info.value.got) == ("position", 4)
+
+
+def test_worker_state_is_needed_from_the_first_batch_on() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    state = snapshot(
+        cursor, yielded=1, workers_hold_state=True, worker_state=lambda: workers_part(1)
+    )
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=True)
+    assert resumed.take_resume_workers() == workers_part(1)
