@@ -111,6 +111,8 @@ MUTATION_TARGETS = {
     "sampler": "reproloader/sampler.py",
     "rngs": "reproloader/_runtime/rngs.py",
     "isolation": "reproloader/_runtime/isolation.py",
+    "cursor": "reproloader/_runtime/cursor.py",
+    "state": "reproloader/state.py",
 }
 # Fast tests only: mutmut runs, for each mutant, those of them that reach its function.
 MUTATION_TESTS = ("tests/unit", "tests/golden")

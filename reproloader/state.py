@@ -217,7 +217,9 @@ def _equal(value: object, path: str, expected: object, why: str) -> None:
         _fail(path, f"{expected!r} ({why})", value)
 
 
-def check_fields(state: Mapping[str, Any], *, batches: int | None, elastic: bool) -> None:
+def check_fields(
+    state: Mapping[str, Any], *, batches: int | None, elastic: bool, world_size: int | None = None
+) -> None:
     """Check the type and range of every top-level field, and that they agree.
 
     Args:
@@ -226,6 +228,7 @@ def check_fields(state: Mapping[str, Any], *, batches: int | None, elastic: bool
             that is exact (the loader's own samplers); None where it is not known.
         elastic: whether the loader shards itself, so the state may come from
             another world size (its position then means nothing here: its offset does).
+        world_size: this loader's world size (None: the state's).
 
     Raises:
         StateFieldError: naming the first field that is wrong.
@@ -246,8 +249,9 @@ def check_fields(state: Mapping[str, Any], *, batches: int | None, elastic: bool
     _bool(state["drop_last"], "drop_last")
     if not isinstance(state["sampler"], str):
         _fail("sampler", "a string", state["sampler"])
-    world_size = _int(state["world_size"], "world_size", 1)
-    _int(state["rank"], "rank", 0, world_size)
+    saved_world_size = _int(state["world_size"], "world_size", 1)
+    _int(state["rank"], "rank", 0, saved_world_size)
+    here = saved_world_size if world_size is None else world_size
     _int(state["num_workers"], "num_workers")
     _int(state["epoch"], "epoch", 0, 2**32)
     position = _int(state["position"], "position")
@@ -270,7 +274,7 @@ def check_fields(state: Mapping[str, Any], *, batches: int | None, elastic: bool
         _fail("done", "[] (only a map-style pass delivered out of order has some)", done)
     if batches is not None and done and done[-1] >= batches:
         _fail("done", f"positions below {batches}, the batches of an epoch here", done)
-    if batches is not None and not (elastic and state["world_size"] != world_size):
+    if batches is not None and not (elastic and saved_world_size != here):
         if position > batches:
             _fail("position", f"at most {batches}, the batches of an epoch here", position)
         if finished and position != batches:
@@ -278,7 +282,7 @@ def check_fields(state: Mapping[str, Any], *, batches: int | None, elastic: bool
 
 
 def check_workers(
-    part: object, state: Mapping[str, Any], *, stateful_dataset: bool
+    part: object, state: Mapping[str, Any], *, stateful_dataset: bool = False
 ) -> WorkersState:
     """Check a :class:`WorkersState` field by field, and against its state.
 

@@ -250,7 +250,7 @@ class PassCursor:
         part = pick_rank(state, identity["rank"], identity["world_size"])
         legacy = isinstance(part, Mapping) and part.get("version") == 1
         saved = upgrade(part)
-        check_fields(saved, batches=batches, elastic=elastic)
+        check_fields(saved, batches=batches, elastic=elastic, world_size=identity["world_size"])
         workers: Any = saved["workers"]
         check_compatible(saved, identity, workers=workers is not None, elastic=elastic)
         # Worker state is needed mid-pass where workers hold state, and only there.

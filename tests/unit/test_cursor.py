@@ -92,6 +92,8 @@ def test_a_new_cursor_is_at_the_start_of_epoch_0() -> None:
     assert state["version"] == VERSION
     assert state["workers"] is None
     assert state["offset"] is None
+    # Its current pass is the first one (the unit sampler's len reads its world size).
+    assert cursor.current == Pass(epoch=0, serial=0, start=0, offset=0, rank=0, world_size=1)
 
 
 def test_each_pass_after_the_first_is_the_next_epoch_with_a_new_serial() -> None:
@@ -351,3 +353,202 @@ def test_done_positions_that_no_pass_could_leave_are_refused(done: Any) -> None:
     state = {**snapshot(PassCursor()), "position": 2, "done": done}
     with pytest.raises(StateFieldError, match="state field done must be"):
         PassCursor().restore(state, IDENTITY, elastic=False, workers_hold_state=False, batches=25)
+
+
+def test_epoch_now_names_the_next_pass_once_a_pass_ended_or_a_finished_one_was_restored() -> None:
+    cursor = PassCursor()
+    assert (cursor.epoch_now(False), cursor.epoch_now(True)) == (0, 0)  # nothing began
+    cursor.begin_pass(0, 1)
+    assert (cursor.epoch_now(False), cursor.epoch_now(True)) == (0, 1)
+    finished = snapshot(cursor, yielded=10, finished=True)
+    resumed = PassCursor()
+    resumed.restore(finished, IDENTITY, elastic=False, workers_hold_state=False)
+    assert resumed.epoch_now(False) == 1
+    resumed.begin_pass(0, 1)  # the restored end is behind it now
+    assert (resumed.epoch_now(False), resumed.epoch_now(True)) == (1, 2)
+    mid = PassCursor()
+    mid.restore(snapshot(cursor, yielded=4), IDENTITY, elastic=False, workers_hold_state=False)
+    assert (mid.epoch_now(False), mid.epoch_now(True)) == (0, 0)
+
+
+def test_a_pass_records_its_rank_and_world_size() -> None:
+    current = PassCursor().begin_pass(2, 3)
+    assert (current.rank, current.world_size) == (2, 3)
+
+
+def _sharded_state(yielded: int) -> dict[str, Any]:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 2)
+    return snapshot(cursor, yielded=yielded, offset_after=lambda p, n: p.offset + 20 * n)
+
+
+def test_a_restored_sharded_state_snapshots_its_offset_until_a_pass_begins() -> None:
+    state = _sharded_state(3)
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=True, workers_hold_state=False)
+    assert snapshot(resumed, offset_after=_never)["offset"] == 60
+    assert snapshot(resumed, offset_after=_never) == state
+    # Without sharding a snapshot has no offset, whatever the cursor holds.
+    assert snapshot(resumed)["offset"] is None
+
+
+def test_set_epoch_and_a_begun_pass_drop_a_restored_offset() -> None:
+    state = _sharded_state(3)
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=True, workers_hold_state=False)
+    resumed.set_epoch(0)
+    assert resumed.begin_pass(0, 2).offset == 0
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=True, workers_hold_state=False)
+    assert resumed.begin_pass(0, 2).offset == 60
+    assert resumed.begin_pass(0, 2) == Pass(epoch=1, serial=1, start=0, offset=0, world_size=2)
+    # A state with offset None (no sharding) restores to offset 0.
+    plain = PassCursor()
+    plain.restore({**state, "offset": None}, IDENTITY, elastic=True, workers_hold_state=False)
+    assert (plain.begin_pass(0, 2).offset, plain.current.start) == (0, 3)
+
+
+def test_a_mid_pass_snapshot_takes_worker_state_only_where_workers_hold_it() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    assert snapshot(cursor, yielded=2, workers_hold_state=False)["workers"] is None
+    calls: list[int] = []
+    snapshot(cursor, yielded=2, workers_hold_state=True, worker_state=lambda: calls.append(1))
+    assert calls == [1]
+
+
+def test_a_worker_state_mismatch_names_both_sides() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    without = snapshot(cursor, yielded=2)
+    with pytest.raises(StateMismatchError) as info:
+        PassCursor().restore(without, IDENTITY, elastic=False, workers_hold_state=True)
+    assert info.value.mismatches == {"worker state": (False, True)}
+    message = (
+        "cannot resume: the state lacks worker state, which this loader needs here (worker "
+        "scope, iterable datasets and datasets with a state_dict make workers hold state); "
+        "resume with the same dataset and rng_scope"
+    )
+    assert str(info.value) == message
+    with pytest.raises(StateMismatchError) as info:
+        PassCursor().restore(
+            {**without, "workers": workers_part(2)},
+            IDENTITY,
+            elastic=False,
+            workers_hold_state=False,
+        )
+    assert info.value.mismatches == {"worker state": (True, False)}
+    assert "carries worker state, which this loader does not use here" in str(info.value)
+    # A finished pass or one not begun needs none, even where workers hold state.
+    finished = snapshot(cursor, yielded=10, finished=True)
+    PassCursor().restore(finished, IDENTITY, elastic=False, workers_hold_state=True)
+    PassCursor().restore(snapshot(PassCursor()), IDENTITY, elastic=False, workers_hold_state=True)
+
+
+# Version 1 mid-epoch states with torch reseeded are refused (torch's seeds changed):
+# these reseed python and numpy only.
+V1_IDENTITY = {**IDENTITY, "reseed_globals": ["numpy", "random"]}
+
+
+def _version_1_with_workers() -> dict[str, Any]:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    state = snapshot(
+        cursor,
+        yielded=2,
+        workers_hold_state=True,
+        worker_state=lambda: {"old": 2},
+        identity=V1_IDENTITY,
+    )
+    return {**state, "version": 1}
+
+
+def test_a_version_1_worker_part_is_converted_then_checked() -> None:
+    state = _version_1_with_workers()
+    seen: list[Any] = []
+
+    def convert(old: Any) -> Any:
+        seen.append(old)
+        return workers_part(2)
+
+    resumed = PassCursor()
+    resumed.restore(
+        state, V1_IDENTITY, elastic=False, workers_hold_state=True, legacy_workers=convert
+    )
+    assert seen == [{"old": 2}]
+    assert resumed.take_resume_workers() == workers_part(2)
+    # Version 2 worker parts are never converted.
+    resumed = PassCursor()
+    resumed.restore(
+        {**state, "version": 2, "workers": workers_part(2)},
+        V1_IDENTITY,
+        elastic=False,
+        workers_hold_state=True,
+        legacy_workers=_never,
+    )
+    # Without a converter a version-1 part is checked as it is (and refused).
+    with pytest.raises(StateFieldError) as error:
+        PassCursor().restore(state, V1_IDENTITY, elastic=False, workers_hold_state=True)
+    assert error.value.path == "workers"
+
+
+@pytest.mark.parametrize("raised", [KeyError, TypeError, ValueError, AttributeError, IndexError])
+def test_a_version_1_worker_part_that_does_not_convert_is_refused_by_name(
+    raised: type[Exception],
+) -> None:
+    def convert(old: Any) -> Any:
+        raise raised("broken")
+
+    with pytest.raises(StateFieldError) as info:
+        PassCursor().restore(
+            _version_1_with_workers(),
+            V1_IDENTITY,
+            elastic=False,
+            workers_hold_state=True,
+            legacy_workers=convert,
+        )
+    assert (info.value.path, info.value.expected, info.value.got) == (
+        "workers",
+        "the worker state version 1 wrote",
+        {"old": 2},
+    )
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+
+
+@pytest.mark.parametrize("ranks", [None, (), [], {"0": {}}])
+def test_pick_rank_refuses_a_gathering_without_a_list_of_ranks(ranks: Any) -> None:
+    gathered = {"format": RANKS_FORMAT, "version": 1, "ranks": ranks}
+    with pytest.raises(StateMismatchError) as info:
+        pick_rank(gathered, 0, 1)
+    assert str(info.value) == (
+        f"cannot resume: a gathered state needs a non-empty list 'ranks', got {ranks!r}; "
+        "pass what reproloader.distributed.gather_state returned"
+    )
+    assert info.value.mismatches == {"ranks": (ranks, "a list of every rank's state")}
+
+
+def test_pick_rank_passes_anything_but_a_gathering_through() -> None:
+    for state in ([1], "x", {"format": "other", "ranks": []}):
+        assert pick_rank(state, 0, 1) is state  # type: ignore[arg-type]
+
+
+def test_restore_holds_the_position_to_the_batches_of_an_epoch_here() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    state = snapshot(cursor, yielded=4)
+    PassCursor().restore(state, IDENTITY, elastic=False, workers_hold_state=False, batches=4)
+    with pytest.raises(StateFieldError) as info:
+        PassCursor().restore(state, IDENTITY, elastic=False, workers_hold_state=False, batches=3)
+    assert (info.value.path, info.value.got) == ("position", 4)
+
+
+def test_worker_state_is_needed_from_the_first_batch_on() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    state = snapshot(
+        cursor, yielded=1, workers_hold_state=True, worker_state=lambda: workers_part(1)
+    )
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=True)
+    assert resumed.take_resume_workers() == workers_part(1)

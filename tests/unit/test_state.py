@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import copy
 import io
 import json
+import random
 import re
 import time
 from typing import Any
@@ -10,7 +12,16 @@ import pytest
 import torch
 
 from reproloader import ReproLoader, StateError, StateMismatchError, StateVersionError
-from reproloader.state import VERSION, upgrade
+from reproloader.exceptions import StateFieldError
+from reproloader.state import (
+    IDENTITY_FIELDS,
+    VERSION,
+    check_compatible,
+    check_fields,
+    check_rng_state,
+    check_workers,
+    upgrade,
+)
 from tests.datasets import AllSources, GlobalDraws, Stream
 
 
@@ -322,3 +333,487 @@ def test_a_refused_state_does_not_change_the_seed_of_a_seedless_loader() -> None
     with pytest.raises(StateMismatchError, match="dataset_length"):
         loader.load_state_dict(state)
     assert loader.seed == drawn
+
+
+# Field checks (state.check_fields, check_workers, check_compatible): each wrong field is
+# refused by its path, with what it must be and what it is.
+
+TOP: dict[str, Any] = {
+    "format": "reproloader.ReproLoader",
+    "version": VERSION,
+    "seed": 7,
+    "rng_scope": "batch",
+    "reseed_globals": ["numpy", "random", "torch"],
+    "reseed_dataset_rngs": True,
+    "dataset_length": 100,
+    "batch_size": 10,
+    "drop_last": False,
+    "sampler": "sequential",
+    "world_size": 2,
+    "rank": 1,
+    "num_workers": 0,
+    "epoch": 3,
+    "position": 4,
+    "offset": None,
+    "finished": False,
+    "serial": 5,
+    "workers": None,
+    "done": [],
+    "dataset": None,
+}
+
+
+GLOBALS_EXPECTED = "a sorted list of names from ['numpy', 'random', 'torch']"
+INT0 = "an int in [0, inf)"
+AS_WRITTEN = "RNG state as state_dict() writes it"
+NUMPY_STATE = "a numpy " + AS_WRITTEN
+GENERATOR = "a generator " + AS_WRITTEN
+ENDED = "False (only a pass under way carries worker state)"
+ONE_OF = "exactly one of map and iterable set"
+RESEEDED = "a state (random is reseeded)"
+DICT_SAMPLER = "a dict with exactly the keys ['samples_yielded']"
+DICT_MAP = "a dict with exactly the keys ['dataset', 'stream']"
+DICT_STREAM = "a dict with exactly the keys ['attributes', 'globals', 'rng', 'stream']"
+DICT_GLOBALS = "a dict with exactly the keys ['numpy', 'random', 'torch']"
+DICT_ITERABLE = (
+    "a dict with exactly the keys ['epoch', 'kind', 'position', 'serial', 'stream', 'user']"
+)
+
+
+def refused(call: Any, *args: Any, **kwargs: Any) -> StateFieldError:
+    with pytest.raises(StateFieldError) as info:
+        call(*args, **kwargs)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "expected"),
+    [
+        ({"seed": -1}, "seed", f"an int in [0, {2**128})"),
+        ({"seed": 2**128}, "seed", f"an int in [0, {2**128})"),
+        ({"seed": "7"}, "seed", "an int"),
+        ({"seed": True}, "seed", "an int"),
+        ({"rng_scope": "epoch"}, "rng_scope", "one of ['batch', 'sample', 'worker']"),
+        *(
+            ({"reseed_globals": names}, "reseed_globals", GLOBALS_EXPECTED)
+            for names in (["torch", "numpy"], ["cuda"], ["numpy", "numpy"], ("numpy",))
+        ),
+        ({"reseed_dataset_rngs": 1}, "reseed_dataset_rngs", "True or False"),
+        ({"dataset_length": -1}, "dataset_length", "an int in [0, inf)"),
+        ({"batch_size": 0}, "batch_size", "an int in [1, inf)"),
+        ({"drop_last": None}, "drop_last", "True or False"),
+        ({"sampler": 3}, "sampler", "a string"),
+        ({"world_size": 0}, "world_size", "an int in [1, inf)"),
+        ({"rank": 2}, "rank", "an int in [0, 2)"),
+        ({"num_workers": -1}, "num_workers", "an int in [0, inf)"),
+        ({"epoch": 2**32}, "epoch", "an int in [0, 4294967296)"),
+        ({"epoch": -1}, "epoch", "an int in [0, 4294967296)"),
+        ({"position": -1}, "position", "an int in [0, inf)"),
+        ({"finished": "no"}, "finished", "True or False"),
+        ({"serial": -1}, "serial", "an int in [0, inf)"),
+        ({"offset": 101}, "offset", "an int in [0, 101)"),
+        ({"offset": -1, "dataset_length": None}, "offset", "an int in [0, inf)"),
+        ({"offset": 0, "finished": True}, "offset", "None once the pass finished"),
+    ],
+)
+def test_each_wrong_top_level_field_is_refused_by_name(
+    changes: dict[str, Any], path: str, expected: str
+) -> None:
+    error = refused(check_fields, {**TOP, **changes}, batches=None, elastic=False)
+    assert (error.path, error.expected) == (path, expected)
+    assert error.got == changes[path]
+    assert f"state field {path} must be {expected}, got" in str(error)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"seed": 0},
+        {"seed": 2**128 - 1},
+        {"reseed_globals": []},
+        {"reseed_globals": ["torch"]},
+        {"dataset_length": None, "batch_size": None},
+        {"dataset_length": 0, "batch_size": 1},
+        {"world_size": 1, "rank": 0},
+        {"epoch": 2**32 - 1},
+        {"offset": 100},  # every sample of the epoch handed out, pass not yet ended
+        {"offset": 0},
+        {"offset": 10**9, "dataset_length": None},
+        {"position": 0, "finished": True},
+    ],
+)
+def test_fields_at_the_edges_of_their_range_pass(changes: dict[str, Any]) -> None:
+    check_fields({**TOP, **changes}, batches=None, elastic=False)
+
+
+def test_the_position_must_fit_the_batches_of_an_epoch_here() -> None:
+    for finished in (False, True):
+        check_fields({**TOP, "position": 10, "finished": finished}, batches=10, elastic=False)
+    check_fields({**TOP, "position": 9}, batches=10, elastic=False)
+    error = refused(check_fields, {**TOP, "position": 11}, batches=10, elastic=False)
+    assert (error.path, error.expected, error.got) == (
+        "position",
+        "at most 10, the batches of an epoch here",
+        11,
+    )
+    error = refused(
+        check_fields, {**TOP, "position": 9, "finished": True}, batches=10, elastic=False
+    )
+    assert (error.path, error.expected, error.got) == (
+        "position",
+        "10 in a finished pass (all its batches)",
+        9,
+    )
+    # Where the number of batches is not known, any position passes.
+    check_fields({**TOP, "position": 11, "finished": True}, batches=None, elastic=False)
+
+
+def test_an_elastic_state_from_another_world_size_is_not_held_to_this_ranks_batches() -> None:
+    # shard=True: 100 samples in batches of 10 are 5 batches per rank on 2 ranks, 3 on 4.
+    # A finished pass saved on 2 ranks resumes on 4 (its offset is what counts); on the
+    # world size it was saved on, it is held to the batches there.
+    saved = {**TOP, "sampler": "sharded", "position": 5, "finished": True, "rank": 0}
+    check_fields(saved, batches=3, elastic=True, world_size=4)
+    with pytest.raises(StateFieldError, match="state field position must be at most 3"):
+        check_fields(saved, batches=3, elastic=True, world_size=2)
+
+
+@pytest.fixture(scope="module")
+def worker_scope_state() -> dict[str, Any]:
+    """A mid-pass state of a map-style dataset in worker scope (main process)."""
+    return mid_epoch_state(config={"rng_scope": "worker"})
+
+
+@pytest.fixture(scope="module")
+def iterable_state() -> dict[str, Any]:
+    """A mid-pass state of an iterable dataset in batch scope (main process)."""
+    source = ReproLoader(Stream(20), batch_size=2, seed=0)
+    it = iter(source)
+    next(it)
+    return source.state_dict()
+
+
+STREAM = "workers.workers[0].map.stream"
+ITERABLE = "workers.workers[0].iterable"
+WORKER_KEYS = sorted(
+    [
+        "version",
+        "processes",
+        "yielded",
+        "failed",
+        "since_snapshot",
+        "drawn",
+        "sampler",
+        "len_called",
+        "base_seed",
+        "last_worker",
+        "ended",
+        "workers",
+    ]
+)
+
+
+def _edit(state: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of ``state`` with the field at ``path`` (dotted, [i] for lists) set or deleted."""
+    state = copy.deepcopy(state)
+    keys = [int(k) if k.isdigit() else k for k in re.split(r"\.|\[|\]\.?", path) if k]
+    holder = state
+    for key in keys[:-1]:
+        holder = holder[key]
+    if value is DELETE:
+        del holder[keys[-1]]
+    else:
+        holder[keys[-1]] = value
+    return state
+
+
+DELETE = object()
+SKIP = object()
+DICT_WORKERS = f"a dict with exactly the keys {WORKER_KEYS}"
+DICT_PART = "a dict with exactly the keys ['ended', 'id', 'iterable', 'map']"
+PART_KEYS = ["ended", "extra", "id", "iterable", "map"]
+MAP_CASES: list[tuple[str, Any, str, str, Any]] = [
+    # (field to change, new value, path named, expected, got)
+    ("workers", [], "workers", "a dict", []),
+    ("workers.failed", DELETE, "workers", DICT_WORKERS, [k for k in WORKER_KEYS if k != "failed"]),
+    ("workers.version", 2, "workers.version", "1 (the only version there is)", 2),
+    ("workers.version", True, "workers.version", "1 (the only version there is)", True),
+    ("workers.processes", -1, "workers.processes", "an int in [0, inf)", -1),
+    ("workers.processes", 1, "workers.processes", "0 (the state's num_workers)", 1),
+    ("workers.yielded", None, "workers.yielded", "an int", None),
+    ("workers.failed", -1, "workers.failed", "an int in [0, inf)", -1),
+    ("workers.yielded", 3, "workers.yielded + workers.failed", "2 (position)", 3),
+    ("workers.failed", 1, "workers.yielded + workers.failed", "2 (position)", 3),
+    ("workers.since_snapshot", 3, "workers.since_snapshot", "an int in [0, 3)", 3),
+    ("workers.drawn", 1, "workers.drawn", "an int in [2, inf)", 1),
+    ("workers.sampler", {"x": 1}, "workers.sampler", DICT_SAMPLER, ["x"]),
+    ("workers.sampler", {"samples_yielded": -1}, "workers.sampler.samples_yielded", INT0, -1),
+    ("workers.len_called", -1, "workers.len_called", "an int in [0, inf)", -1),
+    ("workers.ended", True, "workers.ended", ENDED, True),
+    ("workers.base_seed", 5, "workers.base_seed", "None (the main process produced)", 5),
+    ("workers.last_worker", 0, "workers.last_worker", "None (the main process produced)", 0),
+    ("workers.workers", (), "workers.workers", "a list of 1 worker parts", ()),
+    ("workers.workers", [], "workers.workers", "a list of 1 worker parts", []),
+    ("workers.workers[0]", None, "workers.workers[0]", "a dict", None),
+    ("workers.workers[0].extra", 1, "workers.workers[0]", DICT_PART, PART_KEYS),
+    ("workers.workers[0].id", 1, "workers.workers[0].id", "0 (workers are listed by id)", 1),
+    ("workers.workers[0].ended", None, "workers.workers[0].ended", "True or False", None),
+    ("workers.workers[0].map", None, "workers.workers[0]", ONE_OF, {"map": None, "iterable": None}),
+    ("workers.workers[0].map.dataset", DELETE, "workers.workers[0].map", DICT_MAP, ["stream"]),
+    (f"{STREAM}.rng", DELETE, STREAM, DICT_STREAM, ["attributes", "globals", "stream"]),
+    (f"{STREAM}.stream", [0, 1], f"{STREAM}.stream", "[0, 0] (the state's pass)", [0, 1]),
+    (f"{STREAM}.globals.torch", DELETE, f"{STREAM}.globals", DICT_GLOBALS, ["numpy", "random"]),
+    (f"{STREAM}.globals.random", None, f"{STREAM}.globals.random", RESEEDED, None),
+    (f"{STREAM}.globals.numpy.pos", 625, f"{STREAM}.globals.numpy", NUMPY_STATE, SKIP),
+    (f"{STREAM}.globals.torch", "x", f"{STREAM}.globals.torch", "a torch " + AS_WRITTEN, "x"),
+    (f"{STREAM}.rng", {"bit_generator": "x"}, f"{STREAM}.rng", GENERATOR, {"bit_generator": "x"}),
+    (f"{STREAM}.attributes", [], f"{STREAM}.attributes", "a dict", []),
+    (f"{STREAM}.attributes", {"r": 1}, f"{STREAM}.attributes['r']", "a object " + AS_WRITTEN, 1),
+]
+
+
+def _check_refused(state: dict[str, Any], path: str, expected: str, got: Any) -> None:
+    error = refused(check_workers, state["workers"], state)
+    assert (error.path, error.expected) == (path, expected)
+    if got is not SKIP:
+        assert error.got == got
+
+
+@pytest.mark.parametrize(("field", "value", "path", "expected", "got"), MAP_CASES)
+def test_each_wrong_field_of_a_worker_part_is_refused_by_name(
+    worker_scope_state: dict[str, Any], field: str, value: Any, path: str, expected: str, got: Any
+) -> None:
+    check_workers(worker_scope_state["workers"], worker_scope_state)  # as saved: it passes
+    _check_refused(_edit(worker_scope_state, field, value), path, expected, got)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("workers.yielded", 1),  # 1 handed out + 1 failed: position 2
+        ("workers.since_snapshot", 2),
+        ("workers.drawn", 9),
+        ("workers.sampler", {"samples_yielded": 0}),
+        ("workers.len_called", 0),
+        (f"{STREAM}.rng", None),
+        (f"{STREAM}.attributes", {}),
+    ],
+)
+def test_worker_parts_at_the_edges_of_their_range_pass(
+    worker_scope_state: dict[str, Any], field: str, value: Any
+) -> None:
+    state = _edit(worker_scope_state, field, value)
+    if field == "workers.yielded":
+        state["workers"]["failed"] = 1
+    assert check_workers(state["workers"], state) == state["workers"]
+
+
+def test_worker_processes_need_a_base_seed_and_a_last_worker(
+    worker_scope_state: dict[str, Any],
+) -> None:
+    state = copy.deepcopy(worker_scope_state)
+    state["num_workers"] = 2
+    w = state["workers"]
+    w.update(processes=2, base_seed=2**64 - 1, last_worker=1)
+    w["workers"].append({**copy.deepcopy(w["workers"][0]), "id": 1})
+    check_workers(w, state)
+    for field, value, expected in [
+        ("base_seed", 2**64, f"an int in [0, {2**64})"),
+        ("base_seed", None, "an int"),
+        ("last_worker", 2, "an int in [0, 2)"),
+    ]:
+        _check_refused(_edit(state, f"workers.{field}", value), f"workers.{field}", expected, value)
+    _check_refused(
+        _edit(state, "workers.workers[1].id", 0),
+        "workers.workers[1].id",
+        "1 (workers are listed by id)",
+        0,
+    )
+
+
+def test_a_stream_must_match_the_reseeded_globals_and_the_scope(
+    worker_scope_state: dict[str, Any],
+) -> None:
+    state = {**worker_scope_state, "reseed_globals": ["numpy", "torch"]}
+    stream = state["workers"]["workers"][0]["map"]["stream"]
+    _check_refused(
+        state,
+        f"{STREAM}.globals.random",
+        "None (random is not reseeded)",
+        stream["globals"]["random"],
+    )
+    _check_refused(
+        {**worker_scope_state, "rng_scope": "sample"}, STREAM, "None outside worker scope", stream
+    )
+
+
+ITERABLE_CASES: list[tuple[str, Any, str, str]] = [
+    (ITERABLE, [], ITERABLE, "a dict"),
+    (f"{ITERABLE}.user", DELETE, ITERABLE, DICT_ITERABLE),
+    (f"{ITERABLE}.epoch", 1, f"{ITERABLE}.epoch", "0 (the state's epoch)"),
+    (f"{ITERABLE}.serial", 1, f"{ITERABLE}.serial", "0 (the state's serial)"),
+    (f"{ITERABLE}.position", -1, f"{ITERABLE}.position", INT0),
+    (f"{ITERABLE}.kind", "other", f"{ITERABLE}.kind", "None, 'dataset' or 'iterator'"),
+    (f"{ITERABLE}.user", {}, f"{ITERABLE}.user", "None when kind is None"),
+    (f"{ITERABLE}.stream", {}, f"{ITERABLE}.stream", "None outside worker scope"),
+    ("workers.workers[0].map", {"dataset": None, "stream": None}, "workers.workers[0]", ONE_OF),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "path", "expected"), ITERABLE_CASES)
+def test_each_wrong_field_of_an_iterable_part_is_refused_by_name(
+    iterable_state: dict[str, Any], field: str, value: Any, path: str, expected: str
+) -> None:
+    check_workers(iterable_state["workers"], iterable_state)  # as saved: it passes
+    got = value if path == field else SKIP
+    _check_refused(_edit(iterable_state, field, value), path, expected, got)
+
+
+@pytest.mark.parametrize("kind", ["dataset", "iterator"])
+def test_an_iterable_part_carries_a_user_state_only_with_its_kind(
+    iterable_state: dict[str, Any], kind: str
+) -> None:
+    state = _edit(_edit(iterable_state, f"{ITERABLE}.kind", kind), f"{ITERABLE}.user", {"i": 1})
+    check_workers(state["workers"], state, stateful_dataset=True)
+
+
+def test_check_rng_state_names_the_kind_and_the_path() -> None:
+    error = refused(check_rng_state, "random", "not a state", "a.b")
+    assert (error.path, error.expected, error.got) == (
+        "a.b",
+        "a random RNG state as state_dict() writes it",
+        "not a state",
+    )
+    check_rng_state("random", json.loads(json.dumps(random.getstate())), "a")
+
+
+@pytest.mark.parametrize(("state", "found"), [([1, 2], "'list'"), ({"format": "x"}, "'x'")])
+def test_a_foreign_state_is_refused_naming_what_it_is(state: Any, found: str) -> None:
+    with pytest.raises(StateVersionError) as info:
+        upgrade(state)
+    assert str(info.value) == (
+        f"not a ReproLoader state: expected format 'reproloader.ReproLoader', got {found}; "
+        "pass what ReproLoader.state_dict() returned (StatefulDataLoader states do not "
+        "carry the seed and epoch a ReproLoader needs)"
+    )
+
+
+@pytest.mark.parametrize("version", [0, -1, "2", None, 1.0])
+def test_an_unknown_version_is_refused(version: Any) -> None:
+    with pytest.raises(StateVersionError) as info:
+        upgrade({**TOP, "version": version})
+    assert str(info.value) == f"unknown ReproLoader state version {version!r}"
+
+
+def test_upgrade_returns_a_version_2_copy() -> None:
+    old = {**TOP, "version": 1, "reseed_globals": ["numpy", "random"]}
+    new = upgrade(old)
+    assert new == {**old, "version": VERSION}
+    assert old["version"] == 1
+    assert upgrade(TOP) == TOP
+
+
+@pytest.mark.parametrize(
+    ("changes", "refused_"),
+    [
+        ({"sampler": "sharded, shuffle", "position": 0, "offset": 5}, True),
+        ({"sampler": "shuffle", "position": 1}, True),
+        ({"sampler": "shuffle(seed=3)", "position": 1}, True),
+        ({"sampler": "shuffle", "position": 0, "offset": 0}, False),
+        ({"sampler": "shuffle", "position": 0, "offset": None}, False),
+        ({"sampler": "shuffle", "position": 3, "finished": True}, False),
+        ({"sampler": "sampler:shuffle(seed=3)", "position": 1}, False),
+        ({"sampler": "sequential", "position": 1}, False),
+        ({"sampler": None, "position": 1}, False),
+    ],
+)
+def test_version_1_is_refused_exactly_mid_way_through_a_shuffled_epoch(
+    changes: dict[str, Any], refused_: bool
+) -> None:
+    # Without torch reseeded: the other version-1 rule (torch's seeds) stays out of it.
+    old = {**TOP, **changes, "version": 1, "reseed_globals": ["numpy", "random"]}
+    if refused_:
+        with pytest.raises(StateVersionError, match="taken mid-way through epoch 3"):
+            upgrade(old)
+    else:
+        assert upgrade(old)["version"] == VERSION
+
+
+CURRENT = {name: TOP[name] for name in (*IDENTITY_FIELDS, "world_size", "rank", "num_workers")}
+
+
+@pytest.mark.parametrize(
+    ("changes", "workers", "elastic", "mismatches"),
+    [
+        ({"world_size": 4, "rank": 3, "num_workers": 2}, False, True, {}),
+        ({"rank": 0, "num_workers": 2}, False, False, {}),
+        ({"world_size": 4}, False, False, {"world_size": (2, 4)}),
+        (
+            {"world_size": 4, "rank": 3, "num_workers": 2},
+            True,
+            True,
+            {"world_size": (2, 4), "rank": (1, 3), "num_workers": (0, 2)},
+        ),
+        (
+            {"seed": 8, "sampler": "shuffle"},
+            False,
+            True,
+            {"seed": (7, 8), "sampler": ("sequential", "shuffle")},
+        ),
+    ],
+)
+def test_check_compatible_compares_the_fields_that_tie_a_state_to_a_loader(
+    changes: dict[str, Any], workers: bool, elastic: bool, mismatches: dict[str, Any]
+) -> None:
+    current = {**CURRENT, **changes}
+    if not mismatches:
+        check_compatible(TOP, current, workers=workers, elastic=elastic)  # type: ignore[arg-type]
+        return
+    with pytest.raises(StateMismatchError) as info:
+        check_compatible(TOP, current, workers=workers, elastic=elastic)  # type: ignore[arg-type]
+    assert info.value.mismatches == mismatches
+
+
+def test_check_compatible_advises_on_worker_state_and_distributed_samplers() -> None:
+    with pytest.raises(StateMismatchError) as info:
+        check_compatible(TOP, {**CURRENT, "rank": 0}, workers=True, elastic=False)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "cannot resume: the state was saved by a different loader. rank: saved 1, this "
+        "loader 0. Either rebuild the loader with the saved values (rank, world size and "
+        "num_workers must match because workers hold per-rank state in worker scope, for "
+        "iterable datasets and for datasets with their own state_dict; save every rank's "
+        "state: each rank its own file, or one from reproloader.distributed.gather_state), "
+        "or start this loader without the state."
+    )
+    saved = {**TOP, "sampler": "sampler:DistributedSampler"}
+    current = {**CURRENT, "sampler": "sampler:DistributedSampler", "world_size": 4}
+    with pytest.raises(StateMismatchError) as info:
+        check_compatible(saved, current, workers=False, elastic=False)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "cannot resume: the state was saved by a different loader. world_size: saved 2, "
+        "this loader 4. Either rebuild the loader with the saved values (a "
+        "DistributedSampler ties the order to the world size: to resume on another number "
+        "of ranks, shard with ReproLoader(..., shard=True), whose position is global), or "
+        "start this loader without the state."
+    )
+    with pytest.raises(StateMismatchError) as info:
+        check_compatible(TOP, {**CURRENT, "num_workers": 1}, workers=True, elastic=False)  # type: ignore[arg-type]
+    assert "(rank, world size and num_workers must match" in str(info.value)
+
+
+def test_units_drawn_count_the_failed_ones_too(worker_scope_state: dict[str, Any]) -> None:
+    state = copy.deepcopy(worker_scope_state)
+    state["workers"].update(yielded=1, failed=1, drawn=2)
+    check_workers(state["workers"], state)
+    state["workers"]["drawn"] = 1  # fewer than handed out and failed together
+    _check_refused(state, "workers.drawn", "an int in [2, inf)", 1)
+
+
+def test_the_distributed_sampler_advice_comes_only_with_another_world_size() -> None:
+    saved = {**TOP, "sampler": "sampler:DistributedSampler"}
+    current = {**CURRENT, "sampler": "sampler:DistributedSampler", "seed": 8}
+    with pytest.raises(StateMismatchError) as info:
+        check_compatible(saved, current, workers=False, elastic=False)  # type: ignore[arg-type]
+    assert "DistributedSampler ties the order" not in str(info.value)
+    assert info.value.mismatches == {"seed": (7, 8)}
