@@ -361,7 +361,21 @@ def _check_stream(stream: object, path: str, state: Mapping[str, Any]) -> None:
     if state["rng_scope"] != "worker":
         _fail(path, "None outside worker scope", stream)
     s = _dict(stream, path, ("stream", "globals", "rng", "attributes"))
-    _equal(s["stream"], f"{path}.stream", [state["epoch"], state["serial"]], "the state's pass")
+    # The pass whose stream the worker holds: this one, or with persistent workers an
+    # earlier one (a worker that has produced nothing yet in this pass; its next unit
+    # starts this pass's stream afresh).
+    pass_ = s["stream"]
+    if not (
+        isinstance(pass_, list)
+        and len(pass_) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pass_)
+        and (pass_[1] < state["serial"] or pass_ == [state["epoch"], state["serial"]])
+    ):
+        _fail(
+            f"{path}.stream",
+            f"[{state['epoch']}, {state['serial']}] (the state's pass) or an earlier pass",
+            pass_,
+        )
     g = _dict(s["globals"], f"{path}.globals", _GLOBAL_NAMES)
     for name in _GLOBAL_NAMES:
         value, at = g[name], f"{path}.globals.{name}"
