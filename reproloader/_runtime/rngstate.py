@@ -134,6 +134,32 @@ def _scratch_for(kind: str, value: Any) -> object | None:
     return None
 
 
+def _non_negative_ints(value: Any, bound: int) -> bool:
+    if isinstance(value, list):
+        return all(_non_negative_ints(v, bound) for v in value)
+    if isinstance(value, Mapping):
+        return all(_non_negative_ints(v, bound) for v in value.values())
+    return type(value) is int and 0 <= value < bound
+
+
+def _bit_generator_fields(value: Mapping[str, Any]) -> bool:
+    # The fields numpy's setters take without checking their range.
+    name = value.get("bit_generator")
+    state = value.get("state")
+    bound = 2**32 if name == "MT19937" else 2**128
+    buffer, pos = value.get("buffer", []), value.get("buffer_pos", 0)
+    checks = (
+        isinstance(state, Mapping) and _non_negative_ints(state, bound),
+        name != "MT19937" or (isinstance(state, Mapping) and 0 <= state.get("pos", -1) <= 624),
+        all(value.get(flag, 0) in (0, 1) for flag in ("has_uint32", "has_gauss")),
+        _non_negative_ints(value.get("uinteger", 0), 2**32),
+        type(value.get("gauss", 0.0)) is float,
+        isinstance(buffer, list) and _non_negative_ints(buffer, 2**64),
+        type(pos) is int and 0 <= pos <= len(buffer if isinstance(buffer, list) else []),
+    )
+    return all(checks)
+
+
 def loads(kind: str, value: Any) -> bool:
     """Whether ``value`` is a state of an RNG of ``kind`` that loads as it should.
 
@@ -151,11 +177,18 @@ def loads(kind: str, value: Any) -> bool:
             and 0 <= value["pos"] <= 624
             and _gauss(value["gauss"])
         )
+    if isinstance(value, Mapping) and not _bit_generator_fields(value):
+        return False
     scratch = _scratch_for(kind, value)
     if scratch is None:
         return False
     try:
         load_rng(scratch, value)
+        if isinstance(scratch, np.random.Generator):
+            # What numpy took must be what was given (it can wrap or clip silently).
+            taken = to_plain(scratch.bit_generator.state)
+            if taken["state"] != value["state"]:
+                return False
     except (
         TypeError,
         ValueError,

@@ -34,7 +34,10 @@ def kill_at(directory: Path, step: int) -> None:
     """Train until ``step``, where the trainer SIGKILLs itself (no race with the parent)."""
     result = train(directory, "--kill-after", str(step))
     assert result.returncode == -signal.SIGKILL, result.stdout[-2000:]
-    assert result.stdout.splitlines()[-1].startswith(f"step {step} "), result.stdout[-500:]
+    lines = result.stdout.splitlines()
+    # The example announces the kill, then kills itself right after that step.
+    assert lines[-1] == f"killing this process now, after step {step}, as announced", lines[-3:]
+    assert lines[-2].startswith(f"step {step} "), result.stdout[-500:]
 
 
 def weights(directory: Path) -> dict[str, torch.Tensor]:
