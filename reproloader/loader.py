@@ -79,7 +79,8 @@ class ReproLoader(BridgedLoader[_T_co]):
     Args:
         shuffle: each epoch's order is derived from (seed, epoch) by
             :class:`SeededRandomSampler`.
-        sampler, batch_sampler: their ``set_epoch`` is called at each epoch.
+        sampler: its ``set_epoch`` is called at each epoch.
+        batch_sampler: its ``set_epoch`` is called at each epoch.
         collate_fn: runs inside the unit, so its randomness (MixUp) is reproducible.
         worker_init_fn: runs after the worker is seeded from the tree, so its draws
             are reproducible too.
