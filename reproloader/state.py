@@ -258,6 +258,8 @@ def check_fields(
     finished = _bool(state["finished"], "finished")
     _int(state["serial"], "serial")
     offset = state["offset"]
+    if elastic and offset is None and not finished:
+        _fail("offset", "an int (shard=True: where the pass is in the epoch's order)", offset)
     if offset is not None:
         length = state["dataset_length"]
         _int(offset, "offset", 0, None if length is None else length + 1)
@@ -282,12 +284,17 @@ def check_fields(
 
 
 def check_workers(
-    part: object, state: Mapping[str, Any], *, stateful_dataset: bool = False
+    part: object,
+    state: Mapping[str, Any],
+    *,
+    stateful_dataset: bool = False,
+    batches: int | None = None,
 ) -> WorkersState:
     """Check a :class:`WorkersState` field by field, and against its state.
 
     ``stateful_dataset`` says whether this loader's dataset has ``state_dict``: only
-    then may a worker part carry the dataset's own state.
+    then may a worker part carry the dataset's own state. ``batches`` is the exact
+    number of batches of an epoch here, where it is known.
 
     Raises:
         StateFieldError: naming the first field that is wrong.
@@ -300,7 +307,12 @@ def check_workers(
     failed = _int(w["failed"], "workers.failed")
     _equal(yielded + failed, "workers.yielded + workers.failed", state["position"], "position")
     _int(w["since_snapshot"], "workers.since_snapshot", 0, yielded + 1)
-    _int(w["drawn"], "workers.drawn", yielded + failed)
+    # Units drawn: at least those consumed, never past the epoch (nor islice's limit).
+    drawn = _int(
+        w["drawn"], "workers.drawn", yielded + failed, None if batches is None else batches + 1
+    )
+    if drawn >= 2**63:
+        _fail("workers.drawn", "below 2**63", drawn)
     if w["sampler"] is not None:
         sampler = _dict(w["sampler"], "workers.sampler", ("samples_yielded",))
         _int(sampler["samples_yielded"], "workers.sampler.samples_yielded")

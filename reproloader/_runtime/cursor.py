@@ -272,7 +272,9 @@ class PassCursor:
                     raise StateFieldError(
                         "workers", "the worker state version 1 wrote", workers
                     ) from None
-            workers = check_workers(workers, saved, stateful_dataset=stateful_dataset)
+            workers = check_workers(
+                workers, saved, stateful_dataset=stateful_dataset, batches=batches
+            )
         if saved["dataset"] is not None and (workers is not None or not stateful_dataset):
             why = (
                 "the dataset's state is in the workers' part"

@@ -244,7 +244,12 @@ def test_a_rejected_restore_changes_nothing() -> None:
 def test_another_world_size_is_refused_unless_the_position_is_global() -> None:
     cursor = PassCursor()
     cursor.begin_pass(0, 2)
-    state = snapshot(cursor, yielded=1, identity={**IDENTITY, "world_size": 2})
+    state = snapshot(
+        cursor,
+        yielded=1,
+        identity={**IDENTITY, "world_size": 2},
+        offset_after=lambda p, n: p.offset + 20 * n,  # shard=True: a global offset
+    )
     with pytest.raises(StateMismatchError, match="world_size: saved 2, this loader 1"):
         PassCursor().restore(state, IDENTITY, elastic=False, workers_hold_state=False)
     PassCursor().restore(state, IDENTITY, elastic=True, workers_hold_state=False)
@@ -404,7 +409,7 @@ def test_set_epoch_and_a_begun_pass_drop_a_restored_offset() -> None:
     assert resumed.begin_pass(0, 2) == Pass(epoch=1, serial=1, start=0, offset=0, world_size=2)
     # A state with offset None (no sharding) restores to offset 0.
     plain = PassCursor()
-    plain.restore({**state, "offset": None}, IDENTITY, elastic=True, workers_hold_state=False)
+    plain.restore({**state, "offset": None}, IDENTITY, elastic=False, workers_hold_state=False)
     assert (plain.begin_pass(0, 2).offset, plain.current.start) == (0, 3)
 
 
