@@ -78,10 +78,11 @@ def main() -> None:
             if PHASE == "stop_mid" and progress.step == 7:
                 accelerator.save_state(checkpoint)
                 return
-        if PHASE == "stop_end" and loader.epoch == 0:
+        # The pass ended: loader.epoch names the next one.
+        if PHASE == "stop_end" and loader.epoch == 1:
             accelerator.save_state(checkpoint)
             return
-        if loader.epoch + 1 >= EPOCHS:
+        if loader.epoch >= EPOCHS:
             return
 
 
