@@ -232,6 +232,17 @@ class ReproLoader(BridgedLoader[_T_co]):
         Without calls to ``set_epoch`` the loader counts epochs itself: each new
         iterator after a previous one starts the next epoch.
         """
+        # Set as an attribute: frameworks that rebuild a loader replay the attributes
+        # set on it after construction (Lightning does, for its DistributedSampler), so
+        # the rebuilt loader runs this epoch too.
+        self._next_epoch = epoch
+
+    @property
+    def _next_epoch(self) -> int:
+        return self._cursor.epoch
+
+    @_next_epoch.setter
+    def _next_epoch(self, epoch: int) -> None:
         self._cursor.set_epoch(epoch)
 
     def __iter__(self) -> Any:
