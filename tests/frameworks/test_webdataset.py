@@ -8,6 +8,7 @@ reach: the audit names it.
 
 from __future__ import annotations
 
+import gc
 import io
 import random
 import tarfile
@@ -26,6 +27,14 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _close_left_open_shards() -> Any:
+    # Collect here, where the filters above apply: left to the end of the session, the
+    # open files' ResourceWarnings become errors there (filterwarnings = error).
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
