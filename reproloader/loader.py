@@ -21,6 +21,7 @@ How a batch is made (docs/how-it-works.md has the diagram):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import torch
@@ -265,7 +266,7 @@ class ReproLoader(BridgedLoader[_T_co]):
 
     def iterator_view(self) -> IteratorView:
         """The loader as the next iterator sees it."""
-        return self._machinery.view(self._cursor)
+        return self._machinery.view(self, self._cursor)
 
     def resume_workers(self) -> WorkersState | None:
         """Worker state the next iterator resumes from (after a mid-epoch load)."""
@@ -285,14 +286,15 @@ class ReproLoader(BridgedLoader[_T_co]):
         # in_order=False: batches arrive as workers finish them, so what was handed
         # out need not be the epoch's first batches: the state lists the others.
         first, others = iterator_out_of_order(iterator)
-        if others and (self._machinery.workers_hold_state or self.shard):
+        holding = self._machinery.workers_hold_state(self)
+        if others and (holding or self.shard):
             raise StateError(
                 "cannot take this mid-epoch state with in_order=False: batches were "
                 "handed out ahead of earlier ones, and "
                 + (
                     "workers hold state here (worker scope, an iterable dataset, or a "
                     "dataset with its own state_dict) that such a state cannot order"
-                    if self._machinery.workers_hold_state
+                    if holding
                     else "shard=True keeps one global offset per epoch"
                 )
                 + ". Checkpoint at epoch boundaries, or use in_order=True."
@@ -313,12 +315,12 @@ class ReproLoader(BridgedLoader[_T_co]):
         """
         machinery = self._machinery
         state = self._cursor.snapshot(
-            machinery.identity(),
+            machinery.identity(self),
             self._progress,
-            workers_hold_state=machinery.workers_hold_state,
-            worker_state=machinery.worker_state,
-            offset_after=machinery.offset_after if self.shard else None,
-            dataset_state=machinery.dataset_state,
+            workers_hold_state=machinery.workers_hold_state(self),
+            worker_state=lambda: machinery.worker_state(self),
+            offset_after=partial(machinery.offset_after, self) if self.shard else None,
+            dataset_state=machinery.dataset_state(self),
         )
         return dict(state)
 
@@ -339,7 +341,7 @@ class ReproLoader(BridgedLoader[_T_co]):
                 this one; the message lists every differing field, both values.
         """
         machinery = self._machinery
-        identity = machinery.identity()
+        identity = machinery.identity(self)
         adopted = self._seed_to_adopt(state_dict, identity)
         if adopted is not None:
             identity["seed"] = adopted
@@ -347,10 +349,10 @@ class ReproLoader(BridgedLoader[_T_co]):
             state_dict,
             identity,
             elastic=self.shard,
-            workers_hold_state=machinery.workers_hold_state,
-            batches=machinery.batches(),
+            workers_hold_state=machinery.workers_hold_state(self),
+            batches=machinery.batches(self),
             legacy_workers=own_worker_state,
-            stateful_dataset=machinery.stateful_dataset,
+            stateful_dataset=machinery.stateful_dataset(self),
         )
         if adopted is not None:
             self._adopt_seed(adopted)

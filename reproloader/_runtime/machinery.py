@@ -43,8 +43,13 @@ __all__ = ["Machinery"]
 class Machinery:
     """Builds each pass's iterator view for one loader.
 
+    The loader is an argument of each method, not an attribute: a loader that held
+    its machinery holding it would be a reference cycle, which Python frees only in
+    a garbage collection, where the worker queues' finalizers run before the
+    iterator's shutdown and each worker is then waited for 5 s and terminated.
+
     Args:
-        loader: the loader (its public attributes are read at each pass).
+        loader: the loader (its dataset and sampler are read once, here).
         seed: the loader's root seed.
         config: the loader's config.
         iterable: whether the dataset is an IterableDataset.
@@ -60,7 +65,6 @@ class Machinery:
         iterable: bool,
         batch_sampler_given: bool,
     ) -> None:
-        self._loader = loader
         self._seed = seed
         self._config = config
         self._tree = SeedTree(seed)
@@ -74,32 +78,28 @@ class Machinery:
         self._isolation: Isolation | None = None
         self._sampler_rngs: SamplerRngs | None = None
 
-    @property
-    def stateful_dataset(self) -> bool:
-        """Whether the dataset has its own ``state_dict``/``load_state_dict``."""
-        return stateful(self._loader.dataset)
+    def stateful_dataset(self, loader: DataLoader[Any]) -> bool:
+        """Whether the loader's dataset has its own ``state_dict``/``load_state_dict``."""
+        return stateful(loader.dataset)
 
-    @property
-    def dataset_state(self) -> Callable[[], Any] | None:
+    def dataset_state(self, loader: DataLoader[Any]) -> Callable[[], Any] | None:
         """How to read the main-process dataset's own state, where it is the one that ran.
 
         A map-style dataset with its own state, produced from in this process: its
         state at an epoch's end is the next epoch's start. (An iterable dataset's
         state is its iterator's, which the next pass starts afresh.)
         """
-        dataset = self._loader.dataset
-        if not self.iterable and self._loader.num_workers == 0 and stateful(dataset):
+        dataset = loader.dataset
+        if not self.iterable and loader.num_workers == 0 and stateful(dataset):
             return dataset.state_dict  # type: ignore[attr-defined,no-any-return]
         return None
 
-    @property
-    def workers_hold_state(self) -> bool:
+    def workers_hold_state(self, loader: DataLoader[Any]) -> bool:
         """Whether workers hold state that a position alone cannot recompute."""
-        return self.iterable or self._config.rng_scope == "worker" or stateful(self._loader.dataset)
+        return self.iterable or self._config.rng_scope == "worker" or stateful(loader.dataset)
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self, loader: DataLoader[Any]) -> dict[str, Any]:
         """The fields of a state that say which data a position means, for this loader."""
-        loader = self._loader
         rank, world_size = distributed.rank_and_world_size()  # one lookup, as the loader's
         try:
             length: int | None = len(loader.dataset)  # type: ignore[arg-type]
@@ -128,10 +128,10 @@ class Machinery:
             "num_workers": loader.num_workers,
         }
 
-    def worker_state(self) -> dict[str, Any]:
+    def worker_state(self, loader: DataLoader[Any]) -> dict[str, Any]:
         """The running iterator's worker state (``state.WorkersState``)."""
-        iterator = running_iterator(self._loader)
-        if self._loader.num_workers and iterator.failed:
+        iterator = running_iterator(loader)
+        if loader.num_workers and iterator.failed:
             # A worker's state travels with the batches it hands out; one whose fetch
             # raised sends none, so what it drew or read before raising is in no state.
             raise StateError(
@@ -142,19 +142,19 @@ class Machinery:
                 "or use num_workers=0 or rng_scope='batch'/'sample' with a stateless "
                 "map-style dataset."
             )
-        if self._loader.num_workers == 0:
+        if loader.num_workers == 0:
             # The loader's own RNG states are swapped in only inside the window.
             with self.isolation():
                 return iterator_worker_state(iterator)
         return iterator_worker_state(iterator)
 
-    def batches(self) -> int | None:
+    def batches(self, loader: DataLoader[Any]) -> int | None:
         """The exact number of batches of an epoch on this rank, where it is known."""
-        return len(self._loader) if self._fast is not None else None
+        return len(loader) if self._fast is not None else None
 
-    def offset_after(self, current: Pass, batches: int) -> int:
+    def offset_after(self, loader: DataLoader[Any], current: Pass, batches: int) -> int:
         """With ``shard=True``: the global sample offset after ``batches`` of ``current``."""
-        sampler: ShardedSampler = self._loader.sampler  # type: ignore[assignment]
+        sampler: ShardedSampler = loader.sampler  # type: ignore[assignment]
         return sampler.offset_after(current.world_size, current.offset, batches)
 
     def announce(self, current: Pass) -> None:
@@ -173,9 +173,9 @@ class Machinery:
             )
         return self._isolation
 
-    def view(self, cursor: PassCursor) -> IteratorView:
+    def view(self, loader: DataLoader[Any], cursor: PassCursor) -> IteratorView:
         """The loader as the iterator of the cursor's current pass sees it."""
-        loader, config, current = self._loader, self._config, cursor.current
+        config, current = self._config, cursor.current
         plan = Plan(
             tree=self._tree,
             scope=config.rng_scope,
@@ -211,10 +211,10 @@ class Machinery:
             batch_size=loader.batch_size,
             drop_last=loader.drop_last,
             fast=self._fast,
-            sampler_rngs=None if self._fast else self._user_sampler_rngs(plan.rank),
+            sampler_rngs=None if self._fast else self._user_sampler_rngs(loader, plan.rank),
             batch_sampler_given=self.batch_sampler_given,
         )
-        if not self.workers_hold_state:
+        if not self.workers_hold_state(loader):
             # Map-style positions are (epoch, batches yielded): workers hold nothing
             # the main process cannot recompute, so skip torchdata's per-batch worker
             # snapshots (about 50 us per batch).
@@ -222,9 +222,8 @@ class Machinery:
         wrapper_ = MapWrapper(loader.dataset, plan)
         return IteratorView(loader, dataset=wrapper_, index_sampler=units, **overrides)
 
-    def _user_sampler_rngs(self, rank: int) -> SamplerRngs:
+    def _user_sampler_rngs(self, loader: DataLoader[Any], rank: int) -> SamplerRngs:
         if self._sampler_rngs is None:
-            loader = self._loader
             self._sampler_rngs = SamplerRngs(
                 self._tree,
                 rank,
