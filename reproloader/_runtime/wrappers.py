@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, IterableDataset
 from reproloader._runtime.bridge import show_user_dataset_to_worker
 from reproloader._runtime.lifetime import die_with_parent
 from reproloader._runtime.producer import Plan, Producer
-from reproloader.exceptions import ConfigError
+from reproloader.exceptions import ConfigError, StateError
 from reproloader.seeding import worker_init_stream
 
 __all__ = ["IterableWrapper", "MapWrapper", "Unit", "WorkerInit", "accepts_rng", "stateful"]
@@ -187,7 +187,11 @@ class UnitIterator(Iterator[Any]):
 
     The user's ``iter(dataset)`` is called at the first ``next``, after the first
     unit's reseed, so randomness in ``__iter__`` (shuffling shards, say) belongs to
-    that unit. ``position`` counts the samples handed out in this pass.
+    that unit. ``position`` counts the pulls from the user's iterator in this pass,
+    those that raised included: a unit's randomness is keyed by it.
+
+    A fetch that raises mid-batch loses no sample: the ones it had pulled are handed
+    out first in the next batch (torch's fetcher drops them).
     """
 
     def __init__(self, wrapper: IterableWrapper, epoch: int, serial: int) -> None:
@@ -196,6 +200,11 @@ class UnitIterator(Iterator[Any]):
         self.serial = serial
         self.position = 0
         self._it: Iterator[Any] | None = None
+        # The samples handed out in the torch fetcher's current batch, and those of a
+        # batch whose fetch raised, handed out again (last first) at the next ``next``:
+        # the fetcher drops a failed batch's list, and the loader loses no sample.
+        self._fetched: list[Any] = []
+        self._carried: list[Any] = []
         # After a restore, the user's state as loaded, until the restored iterator
         # has produced: its own state_dict may not exist before that.
         self._restored: tuple[str, Any] | None = None
@@ -205,10 +214,17 @@ class UnitIterator(Iterator[Any]):
 
     def __next__(self) -> Any:
         wrapper = self._wrapper
+        batch_size = wrapper.plan.batch_size
+        fetched = self._fetched
+        if len(fetched) == batch_size:  # the fetcher starts its next batch
+            fetched.clear()
+        if self._carried:
+            item = self._carried.pop()
+            fetched.append(item)
+            return item
         producer = wrapper.producer()
         position = self.position
         it = self._it
-        batch_size = wrapper.plan.batch_size
         batch = position // batch_size
         if it is None:
             producer.enter_epoch(self.epoch)
@@ -219,8 +235,16 @@ class UnitIterator(Iterator[Any]):
         else:
             producer.enter_unit(self.epoch, self.serial, batch=batch, sample=position)
         self._restored = None
-        item = next(it)
+        try:
+            item = next(it)
+        except StopIteration:
+            raise
+        except Exception:
+            self.position = position + 1
+            self._carried, self._fetched = fetched[::-1], []
+            raise
         self.position = position + 1
+        fetched.append(item)
         return item
 
     # torchdata's worker snapshots call these in the producing process.
@@ -240,6 +264,15 @@ class UnitIterator(Iterator[Any]):
             user, kind = self._it.state_dict(), "iterator"  # type: ignore[attr-defined]
         elif self._it is not None and stateful(wrapper.dataset):
             user, kind = wrapper.dataset.state_dict(), "dataset"
+        if kind is not None and self._carried and torch.utils.data.get_worker_info() is None:
+            # (In a worker the main process refuses: a batch failed there.)
+            raise StateError(
+                f"cannot take an exact state now: the last batch raised after "
+                f"{len(self._carried)} sample(s) were pulled from the iterable dataset; "
+                "they start the next batch and are in no state (the dataset's own "
+                "state_dict has moved past them). Take the state after the next batch, "
+                "or set config iterable_resume='replay'."
+            )
         producer = wrapper._producer  # the wrapper of this process
         stream = None
         if kind is not None and wrapper.plan.scope == "worker" and producer is not None:
@@ -281,12 +314,20 @@ class UnitIterator(Iterator[Any]):
             self._restored = (kind, state["user"])
         else:
             self._it, self.position = None, 0
-            for _ in range(position):
-                next(self)
+            while self.position < position:
+                self._replay_one()
             return
         self.position = position
         if state["stream"] is not None:
             producer.load_stream_state(state["stream"])
+
+    def _replay_one(self) -> None:
+        try:
+            next(self)
+        except StopIteration:
+            raise
+        except Exception:  # noqa: BLE001 - it raised in the run replayed too: go on as it did
+            return
 
 
 class WorkerInit:
