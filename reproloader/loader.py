@@ -34,6 +34,7 @@ from reproloader._runtime.arguments import (
     resolve_sampler,
     resolve_seed,
     resolve_start_method,
+    warn_unpicklable,
 )
 from reproloader._runtime.bridge import (
     BridgedLoader,
@@ -271,6 +272,10 @@ class ReproLoader(BridgedLoader[_T_co]):
     def resume_workers(self) -> WorkersState | None:
         """Worker state the next iterator resumes from (after a mid-epoch load)."""
         return self._cursor.take_resume_workers()
+
+    def workers_failed_to_start(self) -> None:
+        """Say which part could not be pickled for the workers, if one could not."""
+        warn_unpicklable(self)
 
     def main_isolation(self) -> Isolation:
         """The window in which this process produces data with ``num_workers=0``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +22,7 @@ __all__ = [
     "resolve_sampler",
     "resolve_seed",
     "resolve_start_method",
+    "warn_unpicklable",
 ]
 
 
@@ -146,3 +149,40 @@ def resolve_sampler(
             # sampler that shuffle=True made: that is consistent, not a clash.
             return sampler, False
     return sampler, shuffle
+
+
+def warn_unpicklable(loader: Any) -> None:
+    """Warn, naming each part, when workers could not start because a part is not picklable.
+
+    Called when starting the workers raised. With the spawn and forkserver start
+    methods each worker receives the dataset, ``worker_init_fn`` and ``collate_fn``
+    pickled (a lambda or a function defined inside another cannot be); with fork it
+    receives nothing pickled, so nothing is said.
+    """
+    method = _start_method(loader.multiprocessing_context)
+    if method is None:
+        method = torch.multiprocessing.get_start_method()
+    if method == "fork":
+        return
+    culprits = [
+        f"{name} ({error})"
+        for name in ("dataset", "worker_init_fn", "collate_fn")
+        if (error := _pickle_error(getattr(loader, name))) is not None
+    ]
+    if culprits:
+        warnings.warn(
+            f"the DataLoader workers could not start: with the {method!r} start method "
+            f"each worker receives the loader's parts pickled, and {'; '.join(culprits)} "
+            "cannot be pickled. Define it at module level (not as a lambda or inside a "
+            "function), or use multiprocessing_context='fork' (Linux).",
+            UserWarning,
+            stacklevel=6,  # the user's iter(loader)
+        )
+
+
+def _pickle_error(value: object) -> str | None:
+    try:
+        pickle.dumps(value)
+    except Exception as error:  # noqa: BLE001 - any failure to pickle is the finding
+        return f"{type(error).__name__}: {error}"
+    return None

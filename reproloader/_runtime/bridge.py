@@ -24,6 +24,7 @@ What the loader builds on, and why:
 from __future__ import annotations
 
 import contextlib
+import pickle
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -168,6 +169,9 @@ class BridgedLoader(_Base[_T_co]):
         """The window in which the main process produces data (``num_workers=0``)."""
         raise NotImplementedError
 
+    def workers_failed_to_start(self) -> None:
+        """Called when starting the worker processes raised a pickling-kind error."""
+
     def _get_iterator(self) -> Any:
         view = self.iterator_view()
         own = self.resume_workers()
@@ -179,7 +183,11 @@ class BridgedLoader(_Base[_T_co]):
                 iterator = _SingleProcessIter(view, state, isolation)
         else:
             self.check_worker_number_rationality()
-            iterator = _MultiProcessIter(view, state)
+            try:
+                iterator = _MultiProcessIter(view, state)
+            except (TypeError, AttributeError, pickle.PicklingError):
+                self.workers_failed_to_start()
+                raise
         iterator.failed = 0 if own is None else own["failed"]
         return iterator
 

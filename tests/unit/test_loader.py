@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import inspect
+import pickle
 import random
 import re
 from typing import Any
@@ -513,3 +514,26 @@ def test_every_torch_seed_the_loader_sets_is_below_2_to_the_63(num_workers: int)
     batches = [torch.stack(batch) for batch in loader]  # collates: every seed fits int64
     assert min(int(b.min()) for b in batches) >= 0
     assert len({int(b[0, 0]) for b in batches}) == len(batches)  # a seed per unit
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_workers_that_cannot_start_for_pickling_name_the_part(method: str) -> None:
+    # Spawned workers receive the loader's parts pickled: a local function cannot be.
+    # As DataLoader does, the original error is raised, after a warning that here
+    # names the part that failed (pickling happens before any process starts).
+    def local_init(worker_id: int) -> None:
+        pass
+
+    loader = ReproLoader(
+        list(range(8)),
+        batch_size=2,
+        num_workers=1,
+        seed=1,
+        multiprocessing_context=method,
+        worker_init_fn=local_init,
+    )
+    with (
+        pytest.warns(UserWarning, match=rf"'{method}' start method .* worker_init_fn \("),
+        pytest.raises((AttributeError, pickle.PicklingError)),
+    ):
+        next(iter(loader))
