@@ -127,8 +127,9 @@ class WorkerPart(TypedDict):
         map: a map-style dataset's part: ``{"dataset": its own state or None,
             "stream": a worker-scope stream or None}``; else None.
         iterable: an iterable dataset's part: ``{"epoch", "serial", "position" (pulls from
-            the dataset's iterator in this worker, those that raised included), "kind" (None, ``"dataset"`` or
-            ``"iterator"``: whose ``state_dict`` ``user`` is), "user", "stream"}``.
+            the dataset's iterator in this worker, those that raised included), "kind"
+            (None, ``"dataset"`` or ``"iterator"``: whose ``state_dict`` ``user`` is),
+            "user", "stream"}``.
         ended: whether this worker's iterable dataset ran out.
     """
 

@@ -275,7 +275,10 @@ class PassCursor:
             workers = check_workers(
                 workers, saved, stateful_dataset=stateful_dataset, batches=batches
             )
-        if saved["dataset"] is not None and (workers is not None or not stateful_dataset):
+        if saved["dataset"] is not None and (
+            workers is not None or not stateful_dataset or saved["num_workers"]
+        ):
+            # Only a main process that produced (num_workers=0) saves its dataset here.
             why = (
                 "the dataset's state is in the workers' part"
                 if stateful_dataset

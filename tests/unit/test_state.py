@@ -22,7 +22,7 @@ from reproloader.state import (
     check_workers,
     upgrade,
 )
-from tests.datasets import AllSources, GlobalDraws, Stream
+from tests.datasets import AllSources, Curriculum, GlobalDraws, Stream
 
 
 def loader(**kwargs: Any) -> ReproLoader[Any]:
@@ -830,3 +830,17 @@ def test_the_distributed_sampler_advice_comes_only_with_another_world_size() -> 
         check_compatible(saved, current, workers=False, elastic=False)  # type: ignore[arg-type]
     assert "DistributedSampler ties the order" not in str(info.value)
     assert info.value.mismatches == {"seed": (7, 8)}
+
+
+def test_a_dataset_state_in_a_state_saved_with_workers_is_refused() -> None:
+    # Only a main process that produced (num_workers=0) saves its dataset's own state
+    # at the top level; with workers it travels in the workers' part, mid-epoch.
+    def make() -> ReproLoader[Any]:
+        return ReproLoader(Curriculum(8), batch_size=4, num_workers=2, seed=1)
+
+    loader = make()
+    list(loader)
+    state = loader.state_dict()  # at the end of the epoch: no workers' part
+    assert state["dataset"] is None
+    error = refused(make().load_state_dict, {**state, "dataset": {"level": 2**70}})
+    assert error.path == "dataset"
