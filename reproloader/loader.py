@@ -363,6 +363,7 @@ class ReproLoader(BridgedLoader[_T_co]):
             self._adopt_seed(adopted)
         if dataset_state is not None:
             self.dataset.load_state_dict(dataset_state)  # type: ignore[attr-defined]
+            self._machinery.dataset_loaded = True
         forget_iterator(self)
 
     def _seed_to_adopt(self, state: Mapping[str, Any], identity: Mapping[str, Any]) -> int | None:

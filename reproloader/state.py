@@ -93,7 +93,8 @@ class LoaderState(TypedDict):
             skips them. Empty in order. (New in version 2.)
         dataset: with ``num_workers=0``, outside a pass (at its end, or before it):
             the dataset's own ``state_dict()``, for a dataset that has one (the main
-            process's dataset is the one that ran); else None. (New in version 2.)
+            process's dataset is the one that ran; an iterable one once its
+            ``__iter__`` ran); else None. (New in version 2.)
     """
 
     format: str
@@ -307,11 +308,13 @@ def check_workers(
     yielded = _int(w["yielded"], "workers.yielded")
     failed = _int(w["failed"], "workers.failed")
     _equal(yielded + failed, "workers.yielded + workers.failed", state["position"], "position")
-    _int(w["since_snapshot"], "workers.since_snapshot", 0, yielded + 1)
-    # Units drawn: at least those consumed, never past the epoch (nor islice's limit).
-    drawn = _int(
-        w["drawn"], "workers.drawn", yielded + failed, None if batches is None else batches + 1
-    )
+    since = _int(w["since_snapshot"], "workers.since_snapshot", 0, yielded + 1)
+    # Units drawn as of the workers' last snapshot (torchdata resumes from there, then
+    # replays the batches since): for a map-style dataset at least those consumed by
+    # then, never past the epoch (nor islice's limit). An iterable dataset's sampler
+    # is an endless constant one, which nothing skips, so any count will do.
+    least = 0 if state["sampler"] == "iterable" else yielded + failed - since
+    drawn = _int(w["drawn"], "workers.drawn", least, None if batches is None else batches + 1)
     if drawn >= 2**63:
         _fail("workers.drawn", "below 2**63", drawn)
     if w["sampler"] is not None:

@@ -77,6 +77,8 @@ class Machinery:
         self._shared_pass: torch.Tensor | None = None
         self._isolation: Isolation | None = None
         self._sampler_rngs: SamplerRngs | None = None
+        # Whether load_state_dict gave the dataset a state of its own (see dataset_state).
+        self.dataset_loaded = False
 
     def stateful_dataset(self, loader: DataLoader[Any]) -> bool:
         """Whether the loader's dataset has its own ``state_dict``/``load_state_dict``."""
@@ -85,14 +87,18 @@ class Machinery:
     def dataset_state(self, loader: DataLoader[Any]) -> Callable[[], Any] | None:
         """How to read the main-process dataset's own state, where it is the one that ran.
 
-        A map-style dataset with its own state, produced from in this process: its
-        state at an epoch's end is the next epoch's start. (An iterable dataset's
-        state is its iterator's, which the next pass starts afresh.)
+        A dataset with its own state, produced from in this process: its state at an
+        epoch's end is the next epoch's start (an epoch counter an iterable dataset
+        keeps, say; mid-pass, an iterable dataset's state is its iterator's, in the
+        workers' part). An iterable dataset is asked only once its ``__iter__`` ran
+        here, or a state was loaded into it, as StatefulDataLoader asks.
         """
         dataset = loader.dataset
-        if not self.iterable and loader.num_workers == 0 and stateful(dataset):
-            return dataset.state_dict  # type: ignore[attr-defined,no-any-return]
-        return None
+        if loader.num_workers or not stateful(dataset):
+            return None
+        if self.iterable and running_iterator(loader) is None and not self.dataset_loaded:
+            return None
+        return dataset.state_dict  # type: ignore[attr-defined,no-any-return]
 
     def workers_hold_state(self, loader: DataLoader[Any]) -> bool:
         """Whether workers hold state that a position alone cannot recompute."""
