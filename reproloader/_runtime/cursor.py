@@ -76,6 +76,7 @@ class PassCursor:
         "_epoch",
         "_loaded_end",
         "_offset",
+        "_resume_at",
         "_resume_state",
         "_serial",
         "_skip",
@@ -93,6 +94,7 @@ class PassCursor:
         self._loaded_end: int | None = None  # position of a finished pass that was restored
         self._skip: frozenset[int] = frozenset()  # positions after _start handed out already
         self._resume_state: WorkersState | None = None  # worker state for the next iterator
+        self._resume_at = (0, 0)  # (position, offset) of that worker state
         self.current = Pass(epoch=0, serial=0)
 
     @property
@@ -181,6 +183,8 @@ class PassCursor:
             workers = self._resume_state
             offset = self._offset
             done = sorted(self._skip)
+            if workers is not None:  # the iterator will restore where the state was
+                position, offset = self._resume_at
         elif self._loaded_end is not None:  # a finished pass was restored, nothing since
             epoch, serial, position, finished = (
                 self._epoch,
@@ -296,6 +300,7 @@ class PassCursor:
                 # The iterator restores positions and worker states; the unit sampler
                 # skips the units before the position without loading them.
                 self._resume_state = workers
+                self._resume_at = (saved["position"], saved["offset"] or 0)
             else:
                 self._start = saved["position"]
                 self._offset = saved["offset"] or 0

@@ -279,3 +279,33 @@ def test_an_iterable_with_its_own_state_refuses_a_state_while_samples_wait() -> 
     resumed.load_state_dict(state)
     rest, _ = _loop_catching(resumed)
     assert [b.tolist() for b in head + rest] == [b.tolist() for b in everything]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "kwargs"),
+    [
+        ("map", {"num_workers": 0}),
+        ("map", {"num_workers": 2, "config": {"rng_scope": "worker"}}),
+        ("map", {"num_workers": 2, "shard": True, "shuffle": True}),
+        ("iterable", {"num_workers": 0}),
+        ("iterable", {"num_workers": 2}),
+    ],
+)
+@pytest.mark.parametrize("stop", [0, 3])
+def test_a_state_taken_right_after_loading_one_is_the_same_state(
+    dataset: str, kwargs: dict[str, Any], stop: int
+) -> None:
+    # A job that checkpoints again before its first batch after a resume (or fails
+    # then) must not rewind: its new state is the one it loaded.
+    def make() -> ReproLoader[Any]:
+        data = AllSources(20) if dataset == "map" else Stream(20)
+        return ReproLoader(data, batch_size=2, seed=4, **kwargs)
+
+    loader = make()
+    iterator = iter(loader)
+    for _ in range(stop):
+        next(iterator)
+    state = loader.state_dict()
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state
