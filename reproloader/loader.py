@@ -286,7 +286,9 @@ class ReproLoader(BridgedLoader[_T_co]):
     def _progress(self) -> tuple[int, bool, list[int]]:
         iterator = running_iterator(self)
         consumed, finished = iterator_progress(iterator)
-        if self.num_workers == 0 or self.in_order or finished:
+        if self.num_workers == 0 or self.in_order or finished or self._machinery.iterable:
+            # (An iterable dataset's workers each hand out their own stream in order:
+            # the workers' part holds where each one is, whatever the interleaving.)
             return consumed, finished, []
         # in_order=False: batches arrive as workers finish them, so what was handed
         # out need not be the epoch's first batches: the state lists the others.
@@ -297,8 +299,8 @@ class ReproLoader(BridgedLoader[_T_co]):
                 "cannot take this mid-epoch state with in_order=False: batches were "
                 "handed out ahead of earlier ones, and "
                 + (
-                    "workers hold state here (worker scope, an iterable dataset, or a "
-                    "dataset with its own state_dict) that such a state cannot order"
+                    "workers hold state here (worker scope, or a map-style dataset with "
+                    "its own state_dict) that such a state cannot order"
                     if holding
                     else "shard=True keeps one global offset per epoch"
                 )
