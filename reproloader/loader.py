@@ -360,6 +360,7 @@ class ReproLoader(BridgedLoader[_T_co]):
             batches=machinery.batches(self),
             legacy_workers=own_worker_state,
             stateful_dataset=machinery.stateful_dataset(self),
+            dataset_rngs=partial(machinery.dataset_rngs, self),
         )
         if adopted is not None:
             self._adopt_seed(adopted)

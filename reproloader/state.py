@@ -13,7 +13,7 @@ tensors: ``torch.load(f, weights_only=True)`` reads it and, tensors aside, so do
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, NoReturn, TypedDict
 
 from reproloader._runtime import rngstate
@@ -291,12 +291,16 @@ def check_workers(
     *,
     stateful_dataset: bool = False,
     batches: int | None = None,
+    dataset_rngs: Sequence[str] = (),
 ) -> WorkersState:
     """Check a :class:`WorkersState` field by field, and against its state.
 
     ``stateful_dataset`` says whether this loader's dataset has ``state_dict``: only
     then may a worker part carry the dataset's own state. ``batches`` is the exact
-    number of batches of an epoch here, where it is known.
+    number of batches of an epoch here, where it is known. ``dataset_rngs`` are the
+    paths of the RNG objects found on this loader's dataset here: every process's copy
+    has them too (a ``worker_init_fn`` may add more), so a worker-scope stream that
+    carries them has a state for each.
 
     Raises:
         StateFieldError: naming the first field that is wrong.
@@ -333,12 +337,17 @@ def check_workers(
     if not isinstance(parts, list) or len(parts) != len(ids):
         _fail("workers.workers", f"a list of {len(ids)} worker parts", parts)
     for i, worker in enumerate(parts):
-        _check_worker(worker, f"workers.workers[{i}]", i, state, stateful_dataset)
+        _check_worker(worker, f"workers.workers[{i}]", i, state, stateful_dataset, dataset_rngs)
     return w  # type: ignore[return-value]
 
 
 def _check_worker(
-    part: object, path: str, worker_id: int, state: Mapping[str, Any], stateful_dataset: bool
+    part: object,
+    path: str,
+    worker_id: int,
+    state: Mapping[str, Any],
+    stateful_dataset: bool,
+    dataset_rngs: Sequence[str],
 ) -> None:
     w = _dict(part, path, tuple(WorkerPart.__annotations__))
     _equal(w["id"], f"{path}.id", worker_id, "workers are listed by id")
@@ -353,7 +362,7 @@ def _check_worker(
         m = _dict(w["map"], f"{path}.map", ("dataset", "stream"))
         if m["dataset"] is not None and not stateful_dataset:
             _fail(f"{path}.map.dataset", "None (this dataset has no state_dict)", m["dataset"])
-        _check_stream(m["stream"], f"{path}.map.stream", state)
+        _check_stream(m["stream"], f"{path}.map.stream", state, dataset_rngs)
         return
     it = _dict(
         w["iterable"], f"{path}.iterable", ("epoch", "serial", "position", "kind", "user", "stream")
@@ -367,10 +376,12 @@ def _check_worker(
         _fail(f"{path}.iterable.kind", "not 'dataset' (this dataset has no state_dict)", "dataset")
     if it["kind"] is None and it["user"] is not None:
         _fail(f"{path}.iterable.user", "None when kind is None", it["user"])
-    _check_stream(it["stream"], f"{path}.iterable.stream", state)
+    _check_stream(it["stream"], f"{path}.iterable.stream", state, dataset_rngs)
 
 
-def _check_stream(stream: object, path: str, state: Mapping[str, Any]) -> None:
+def _check_stream(
+    stream: object, path: str, state: Mapping[str, Any], dataset_rngs: Sequence[str]
+) -> None:
     # A worker-scope stream that continues from unit to unit (rngs as plain data).
     if stream is None:
         return
@@ -403,6 +414,13 @@ def _check_stream(stream: object, path: str, state: Mapping[str, Any]) -> None:
     if s["rng"] is not None:
         check_rng_state("generator", s["rng"], f"{path}.rng")
     attributes = _dict(s["attributes"], f"{path}.attributes")
+    missing = sorted(set(dataset_rngs) - set(attributes))
+    if missing:
+        _fail(
+            f"{path}.attributes",
+            f"a state for each RNG object on the dataset (missing: {missing})",
+            sorted(attributes),
+        )
     for key, value in attributes.items():
         check_rng_state("object", value, f"{path}.attributes[{key!r}]")
 

@@ -185,6 +185,9 @@ REPLACEMENTS: tuple[tuple[str, Any], ...] = (
     ("[]", []),
     ("{}", {}),
 )
+WIDE_REPLACEMENTS = tuple(
+    ("2**130", 2**130) if label == "2**70" else (label, value) for label, value in REPLACEMENTS
+)
 LONG_LIST = 8  # lists longer than this, all numbers (RNG words): a few elements only
 
 
@@ -231,6 +234,10 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _wide(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64
+
+
 def mutations(state: Any, path: Path = (), user: bool = False) -> Iterator[Mutation]:
     """Every mutation of every key path below ``path`` (the root itself excluded)."""
     for key, child in children(state):
@@ -239,7 +246,9 @@ def mutations(state: Any, path: Path = (), user: bool = False) -> Iterator[Mutat
             yield Mutation(here, "delete", user=in_user)
         # Replacing the whole user value is the user's too: only they know what is valid.
         replace_user = in_user or _is_user_state(child)
-        for label, new in REPLACEMENTS:
+        # Out of range is the point: 2**70 is a valid value of a 128-bit word (PCG64's
+        # state and increment), another RNG state rather than damage.
+        for label, new in WIDE_REPLACEMENTS if _wide(child) else REPLACEMENTS:
             if not _same(child, new):
                 yield Mutation(here, f"replace:{label}", new, user=replace_user)
         if isinstance(child, (list, tuple)) and child:

@@ -19,7 +19,7 @@ The loader calls, in this order of a pass's life:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,6 +225,7 @@ class PassCursor:
         batches: int | None = None,
         legacy_workers: Callable[[Mapping[str, Any]], Any] | None = None,
         stateful_dataset: bool = False,
+        dataset_rngs: Callable[[], Sequence[str]] = tuple,
     ) -> Any:
         """Continue from ``state``; checks all of it before changing anything.
 
@@ -240,6 +241,9 @@ class PassCursor:
             legacy_workers: converts the worker part of a version-1 state (which held
                 torchdata's own state) to :class:`~reproloader.state.WorkersState`.
             stateful_dataset: whether the dataset has its own ``state_dict``.
+            dataset_rngs: the paths of the RNG objects on the dataset here, which
+                worker-scope streams carry a state for (asked only where a worker
+                part is checked).
 
         Returns:
             The dataset's own state to load into it (see ``LoaderState.dataset``), or
@@ -277,7 +281,11 @@ class PassCursor:
                         "workers", "the worker state version 1 wrote", workers
                     ) from None
             workers = check_workers(
-                workers, saved, stateful_dataset=stateful_dataset, batches=batches
+                workers,
+                saved,
+                stateful_dataset=stateful_dataset,
+                batches=batches,
+                dataset_rngs=dataset_rngs(),
             )
         if saved["dataset"] is not None and (
             workers is not None or not stateful_dataset or saved["num_workers"]

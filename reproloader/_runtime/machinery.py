@@ -28,7 +28,7 @@ from reproloader._runtime.bridge import (
 )
 from reproloader._runtime.cursor import Pass, PassCursor
 from reproloader._runtime.isolation import Isolation
-from reproloader._runtime.producer import Plan, search
+from reproloader._runtime.producer import Plan, search, search_from
 from reproloader._runtime.rngs import GlobalRngs
 from reproloader._runtime.units import SamplerRngs, UnitSampler, describe_sampler, fast_mode
 from reproloader._runtime.wrappers import IterableWrapper, MapWrapper, WorkerInit, stateful
@@ -99,6 +99,14 @@ class Machinery:
         if self.iterable and running_iterator(loader) is None and not self.dataset_loaded:
             return None
         return dataset.state_dict  # type: ignore[attr-defined,no-any-return]
+
+    def dataset_rngs(self, loader: DataLoader[Any]) -> list[str]:
+        """Paths of the RNG objects a worker-scope stream carries a state for, found here."""
+        config = self._config
+        if config.rng_scope != "worker" or not config.reseed_dataset_rngs:
+            return []
+        found = search_from(loader.dataset, loader.collate_fn, config.rng_search_budget)
+        return [path for path, _ in found.rngs]
 
     def workers_hold_state(self, loader: DataLoader[Any]) -> bool:
         """Whether workers hold state that a position alone cannot recompute."""

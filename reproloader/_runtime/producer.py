@@ -65,10 +65,15 @@ class Plan:
 
 def search(plan: Plan, dataset: object) -> Discovery:
     """The RNG objects reachable from ``dataset`` and the plan's ``collate_fn``."""
+    return search_from(dataset, plan.collate_fn, plan.rng_search_budget)
+
+
+def search_from(dataset: object, collate_fn: object, budget: int) -> Discovery:
+    """The RNG objects reachable from ``dataset`` and ``collate_fn`` (if not None)."""
     roots = {"dataset": dataset}
-    if plan.collate_fn is not None:
-        roots["collate_fn"] = plan.collate_fn
-    return discover(roots, plan.rng_search_budget)
+    if collate_fn is not None:
+        roots["collate_fn"] = collate_fn
+    return discover(roots, budget)
 
 
 class Producer:

@@ -22,7 +22,7 @@ from reproloader.state import (
     check_workers,
     upgrade,
 )
-from tests.datasets import AllSources, Curriculum, GlobalDraws, Stream
+from tests.datasets import AllSources, Curriculum, GlobalDraws, InitGenerator, Stream
 
 
 def loader(**kwargs: Any) -> ReproLoader[Any]:
@@ -844,3 +844,31 @@ def test_a_dataset_state_in_a_state_saved_with_workers_is_refused() -> None:
     assert state["dataset"] is None
     error = refused(make().load_state_dict, {**state, "dataset": {"level": 2**70}})
     assert error.path == "dataset"
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_worker_scope_stream_without_a_state_for_a_dataset_rng_is_refused_at_load(
+    num_workers: int,
+) -> None:
+    # Every process's copy of the dataset has the RNG objects found on it here; a stream
+    # without a state for one would otherwise be refused only inside a worker, later.
+    def make() -> ReproLoader[Any]:
+        return ReproLoader(
+            InitGenerator(16),
+            batch_size=2,
+            num_workers=num_workers,
+            seed=6,
+            config={"rng_scope": "worker"},
+        )
+
+    source = make()
+    it = iter(source)
+    next(it)
+    state = source.state_dict()
+    stream = state["workers"]["workers"][0]["map"]["stream"]
+    assert sorted(stream["attributes"]) == ["dataset.rng"]
+    stream["attributes"] = {}
+    loader = make()
+    error = refused(loader.load_state_dict, state)
+    assert error.path == "workers.workers[0].map.stream.attributes"
+    assert "missing: ['dataset.rng']" in str(error)
