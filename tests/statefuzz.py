@@ -234,7 +234,7 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _wide(value: Any) -> bool:
+def is_wide(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64
 
 
@@ -248,7 +248,7 @@ def mutations(state: Any, path: Path = (), user: bool = False) -> Iterator[Mutat
         replace_user = in_user or _is_user_state(child)
         # Out of range is the point: 2**70 is a valid value of a 128-bit word (PCG64's
         # state and increment), another RNG state rather than damage.
-        for label, new in WIDE_REPLACEMENTS if _wide(child) else REPLACEMENTS:
+        for label, new in WIDE_REPLACEMENTS if is_wide(child) else REPLACEMENTS:
             if not _same(child, new):
                 yield Mutation(here, f"replace:{label}", new, user=replace_user)
         if isinstance(child, (list, tuple)) and child:
