@@ -23,6 +23,7 @@ from reproloader import distributed
 from reproloader._runtime.bridge import (
     IteratorView,
     default_index_sampler,
+    iterator_progress,
     iterator_worker_state,
     running_iterator,
 )
@@ -96,8 +97,13 @@ class Machinery:
         dataset = loader.dataset
         if loader.num_workers or not stateful(dataset):
             return None
-        if self.iterable and running_iterator(loader) is None and not self.dataset_loaded:
-            return None
+        if self.iterable:
+            # Its __iter__ runs at a pass's first batch: ask at the end of a pass that
+            # ran, or before any pass after a state was loaded into it.
+            iterator = running_iterator(loader)
+            ran = iterator is not None and iterator_progress(iterator)[1]
+            if not (ran or (iterator is None and self.dataset_loaded)):
+                return None
         return dataset.state_dict  # type: ignore[attr-defined,no-any-return]
 
     def dataset_rngs(self, loader: DataLoader[Any]) -> list[str]:

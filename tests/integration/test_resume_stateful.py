@@ -59,6 +59,9 @@ def test_an_iterable_datasets_state_dict_is_asked_for_only_after_its_iter(
         return ReproLoader(StateAfterIter(14), batch_size=3, num_workers=num_workers, seed=2)
 
     assert_resume_matches(make, stop_at=[0, 1, 2, 4])
+    loader = make()
+    iter(loader)  # an iterator, but no batch yet: the dataset's __iter__ has not run
+    assert loader.state_dict()["position"] == 0
 
 
 def test_stateful_iterable_dataset_is_not_replayed() -> None:
