@@ -240,7 +240,8 @@ def test_a_dropped_loader_is_freed_at_once_with_its_workers(
     # its workers down at once, in order. In a cycle, only a garbage collection frees
     # it, and that closes the worker queues before the iterator's shutdown can send
     # them their stop: each worker is then waited for 5 s and terminated.
-    data = AllSources(16) if dataset == "map" else Stream(16)
+    # Long enough that no worker runs out of its part (and exits) while this runs.
+    data = AllSources(64) if dataset == "map" else Stream(64)
     kwargs: dict[str, Any] = {"num_workers": 2, "persistent_workers": persistent}
     kwargs["config"] = {"rng_scope": scope}
     before = set(multiprocessing.active_children())
