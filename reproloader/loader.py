@@ -329,6 +329,8 @@ class ReproLoader(BridgedLoader[_T_co]):
             offset_after=partial(machinery.offset_after, self) if self.shard else None,
             dataset_state=machinery.dataset_state(self),
         )
+        if state["workers"] is None:
+            machinery.warn_if_workers_kept_dataset_state(self)
         return dict(state)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:

@@ -13,7 +13,8 @@ which pass runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -80,6 +81,7 @@ class Machinery:
         self._sampler_rngs: SamplerRngs | None = None
         # Whether load_state_dict gave the dataset a state of its own (see dataset_state).
         self.dataset_loaded = False
+        self._warned_kept_state = False
 
     def stateful_dataset(self, loader: DataLoader[Any]) -> bool:
         """Whether the loader's dataset has its own ``state_dict``/``load_state_dict``."""
@@ -113,6 +115,45 @@ class Machinery:
             return []
         found = search_from(loader.dataset, loader.collate_fn, config.rng_search_budget)
         return [path for path, _ in found.rngs]
+
+    def warn_if_workers_kept_dataset_state(self, loader: DataLoader[Any]) -> None:
+        """Warn (once) where persistent workers' copies of the dataset moved on from it.
+
+        A state outside a pass carries no worker part: a resumed run starts the next
+        pass from fresh copies of the dataset. Persistent workers keep theirs from pass
+        to pass, so where a copy's own state (``state_dict``) differs from the main
+        process's dataset, the resumed run differs from the uninterrupted one.
+        """
+        iterator = running_iterator(loader)
+        if (
+            self._warned_kept_state
+            or iterator is None
+            or not loader.persistent_workers
+            or not loader.num_workers
+            or not stateful(loader.dataset)
+        ):
+            return
+        kept = kept_dataset_states(iterator_worker_state(iterator))
+        if not kept:
+            return
+        try:
+            here = loader.dataset.state_dict()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - not comparable: say so
+            here = _UNKNOWN
+        if all(same_state(here, one) for one in kept):
+            return
+        self._warned_kept_state = True
+        warnings.warn(
+            "this state is taken outside a pass, with persistent_workers=True: each "
+            "worker keeps its own copy of the dataset, whose own state (state_dict) has "
+            "moved on from the main process's copy, and a state outside a pass does not "
+            "carry the workers' copies. A run resumed from it starts the next pass from "
+            "fresh copies, so it differs from this one if the dataset's next pass "
+            "depends on that state. Take the state mid-epoch (it carries each worker's "
+            "copy), or use persistent_workers=False.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def workers_hold_state(self, loader: DataLoader[Any]) -> bool:
         """Whether workers hold state that a position alone cannot recompute."""
@@ -252,3 +293,37 @@ class Machinery:
                 self._config.reseed_dataset_rngs,
             )
         return self._sampler_rngs
+
+
+_UNKNOWN = object()
+
+
+def kept_dataset_states(workers: Mapping[str, Any]) -> list[Any]:
+    """The dataset states a worker part holds: each worker's copy (not an iterator's)."""
+    kept = []
+    for worker in workers["workers"]:
+        if worker["map"] is not None and worker["map"]["dataset"] is not None:
+            kept.append(worker["map"]["dataset"])
+        elif worker["iterable"] is not None and worker["iterable"]["kind"] == "dataset":
+            kept.append(worker["iterable"]["user"])
+    return kept
+
+
+def same_state(a: Any, b: Any) -> bool:
+    """Whether two ``state_dict()`` values are equal (tensors compared by value)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and a.dtype == b.dtype
+            and bool(torch.equal(a, b))
+        )
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b, strict=True))
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - values that cannot be compared are not the same
+        return False
