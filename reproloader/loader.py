@@ -325,7 +325,7 @@ class ReproLoader(BridgedLoader[_T_co]):
             machinery.identity(self),
             self._progress,
             workers_hold_state=machinery.workers_hold_state(self),
-            worker_state=lambda: machinery.worker_state(self),
+            worker_state=partial(machinery.worker_state, self),
             offset_after=partial(machinery.offset_after, self) if self.shard else None,
             dataset_state=machinery.dataset_state(self),
         )

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from reproloader import distributed
+from reproloader._diagnose.compare import difference
 from reproloader._runtime.bridge import (
     IteratorView,
     default_index_sampler,
@@ -139,8 +140,10 @@ class Machinery:
         try:
             here = loader.dataset.state_dict()  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - not comparable: say so
-            here = _UNKNOWN
-        if all(same_state(here, one) for one in kept):
+            moved = True
+        else:
+            moved = any(difference(here, one, "state") for one in kept)
+        if not moved:
             return
         self._warned_kept_state = True
         warnings.warn(
@@ -295,9 +298,6 @@ class Machinery:
         return self._sampler_rngs
 
 
-_UNKNOWN = object()
-
-
 def kept_dataset_states(workers: Mapping[str, Any]) -> list[Any]:
     """The dataset states a worker part holds: each worker's copy (not an iterator's)."""
     kept = []
@@ -307,23 +307,3 @@ def kept_dataset_states(workers: Mapping[str, Any]) -> list[Any]:
         elif worker["iterable"] is not None and worker["iterable"]["kind"] == "dataset":
             kept.append(worker["iterable"]["user"])
     return kept
-
-
-def same_state(a: Any, b: Any) -> bool:
-    """Whether two ``state_dict()`` values are equal (tensors compared by value)."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (
-            isinstance(a, torch.Tensor)
-            and isinstance(b, torch.Tensor)
-            and a.shape == b.shape
-            and a.dtype == b.dtype
-            and bool(torch.equal(a, b))
-        )
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b, strict=True))
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - values that cannot be compared are not the same
-        return False
