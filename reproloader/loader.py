@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler
-from torch.utils.data.datapipes.datapipe import IterDataPipe, MapDataPipe
 
 from reproloader import distributed
 from reproloader._runtime.arguments import (
@@ -79,8 +78,12 @@ class ReproLoader(BridgedLoader[_T_co]):
     Where ReproLoader adds to one:
 
     Args:
+        dataset: a map-style or iterable dataset, or a DataPipe: as DataLoader does,
+            an ``IterDataPipe`` is sharded over ranks and workers at each pass, and
+            its ``shuffle`` pipes are seeded alike everywhere, here from (seed, epoch).
         shuffle: each epoch's order is derived from (seed, epoch) by
-            :class:`SeededRandomSampler`.
+            :class:`SeededRandomSampler`; for an ``IterDataPipe`` it turns its
+            ``shuffle`` pipes on or off, as in DataLoader.
         sampler: its ``set_epoch`` is called at each epoch.
         batch_sampler: its ``set_epoch`` is called at each epoch.
         collate_fn: runs inside the unit, so its randomness (MixUp) is reproducible.
@@ -141,11 +144,6 @@ class ReproLoader(BridgedLoader[_T_co]):
         rng_scope: RngScope | None = None,
     ) -> None:
         config = check_config(config, rng_scope)
-        if isinstance(dataset, (IterDataPipe, MapDataPipe)):
-            raise TypeError(
-                f"ReproLoader does not support DataPipes (got {type(dataset).__name__}); "
-                "torch deprecated them. Wrap the pipe in an IterableDataset."
-            )
         seed_given = seed is not None or config.seed is not None
         seed = resolve_seed(seed, config, generator)
         multiprocessing_context = resolve_start_method(multiprocessing_context, config, num_workers)

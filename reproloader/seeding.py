@@ -74,6 +74,7 @@ class Purpose(enum.IntEnum):
     ITER_BATCH = 7  # (epoch, rank, worker); unit: batch index in that worker's stream
     ITER_SAMPLE = 8  # (epoch, rank, worker); unit: sample index in that worker's stream
     MAIN = 9  # (); unit 0: the training process itself, for seed_everything
+    PIPELINE = 10  # (epoch,); the seed of a pass's random DataPipes, on every rank and worker
 
 
 class Lane(enum.IntEnum):

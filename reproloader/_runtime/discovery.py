@@ -22,6 +22,10 @@ long lists, tuples and dicts whose first items are plain data (a dataset's list 
 a million file names costs as much as its first eight). Process-wide RNGs
 (``random``'s and numpy's global instances) are left out: they are reseeded as such.
 
+A random DataPipe's own RNG (``shuffle``'s) is not reseeded per unit either: the
+loader seeds it once per pass, alike in every worker, as its sharding needs
+(:mod:`reproloader._runtime.datapipes`).
+
 Only ``__dict__``, ``__slots__``, closures, ``functools.partial`` and bound methods
 are followed, never properties or ``__getattr__``, so the walk runs no user code.
 """
@@ -41,6 +45,8 @@ from typing import Any, Final
 
 import numpy as np
 import torch
+
+from reproloader._runtime.datapipes import owns_its_rngs
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -325,8 +331,11 @@ def discover(roots: Mapping[str, object], budget: int = DEFAULT_BUDGET) -> Disco
         result.visited += 1
         if isinstance(obj, (list, tuple, dict)) and len(obj) > _LONG and _plain(obj):
             continue  # data, not pipeline: a list of file names, a table of labels
+        own = owns_its_rngs(obj)  # a random DataPipe: seeded per pass, not per unit
         queue.extend(
-            (path + suffix, child) for suffix, child in _children(obj) if _kind(child) != _ATOM
+            (path + suffix, child)
+            for suffix, child in _children(obj)
+            if _kind(child) != _ATOM and not (own and _kind(child) == _RNG)
         )
     result.rngs = sorted(found.values(), key=lambda item: item[0])
     result.foreign = sorted(foreign.values())

@@ -21,6 +21,7 @@ import torch.utils.data
 from torch.utils.data import Dataset, IterableDataset
 
 from reproloader._runtime.bridge import show_user_dataset_to_worker
+from reproloader._runtime.datapipes import is_datapipe, start_pass
 from reproloader._runtime.lifetime import die_with_parent
 from reproloader._runtime.producer import Plan, Producer
 from reproloader.exceptions import ConfigError, StateError
@@ -171,8 +172,16 @@ class IterableWrapper(_Wrapper, IterableDataset[Any]):
         self.plan = plan
         self._producer = None
         self._shared = shared
+        self._datapipe = is_datapipe(dataset)
         self.epoch = 0
         self.serial = 0
+
+    def start(self, epoch: int) -> Iterator[Any]:
+        """The user's iterator for a pass of ``epoch`` (a DataPipe sharded and seeded first)."""
+        if self._datapipe:
+            plan = self.plan
+            start_pass(self.dataset, plan.tree, epoch, rank=plan.rank, world_size=plan.world_size)
+        return iter(self.dataset)
 
     def __iter__(self) -> UnitIterator:
         if self._shared is not None:
@@ -229,7 +238,7 @@ class UnitIterator(Iterator[Any]):
         if it is None:
             producer.enter_epoch(self.epoch)
             producer.enter_unit(self.epoch, self.serial, batch=0, sample=0)
-            it = self._it = iter(wrapper.dataset)
+            it = self._it = wrapper.start(self.epoch)
         elif wrapper.plan.scope == "batch" and position % batch_size:
             producer.at(epoch=self.epoch, batch_index=batch)  # inside a batch
         else:
@@ -306,9 +315,9 @@ class UnitIterator(Iterator[Any]):
             producer.enter_unit(self.epoch, self.serial, batch=0, sample=0)
             if kind == "dataset":
                 wrapper.dataset.load_state_dict(state["user"])
-                self._it = iter(wrapper.dataset)
+                self._it = wrapper.start(self.epoch)
             else:
-                it: Any = iter(wrapper.dataset)
+                it: Any = wrapper.start(self.epoch)
                 it.load_state_dict(state["user"])
                 self._it = it
             self._restored = (kind, state["user"])

@@ -17,7 +17,6 @@ from torch.utils.data import (
     SequentialSampler,
     WeightedRandomSampler,
 )
-from torch.utils.data.datapipes.iter import IterableWrapper as PipeWrapper
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from reproloader import ConfigError, ReproConfig, ReproLoader, SeededRandomSampler
@@ -300,11 +299,6 @@ def test_start_method_contradiction_raises() -> None:
 def test_config_start_method_with_no_workers_is_accepted() -> None:
     loader = ReproLoader(GlobalDraws(4), config={"start_method": "spawn"})
     assert loader.multiprocessing_context is None
-
-
-def test_datapipes_are_rejected() -> None:
-    with pytest.raises(TypeError, match="does not support DataPipes"):
-        ReproLoader(PipeWrapper(range(3)))
 
 
 @pytest.mark.parametrize("name", ["seed", "config", "shuffle", "dataset", "batch_size"])
