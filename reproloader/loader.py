@@ -326,6 +326,7 @@ class ReproLoader(BridgedLoader[_T_co]):
             worker_state=partial(machinery.worker_state, self),
             offset_after=partial(machinery.offset_after, self) if self.shard else None,
             dataset_state=machinery.dataset_state(self),
+            end_workers=partial(machinery.end_workers, self),
         )
         if state["workers"] is None:
             machinery.warn_if_workers_kept_dataset_state(self)
@@ -361,6 +362,7 @@ class ReproLoader(BridgedLoader[_T_co]):
             legacy_workers=own_worker_state,
             stateful_dataset=machinery.stateful_dataset(self),
             dataset_rngs=partial(machinery.dataset_rngs, self),
+            keeps_copies=machinery.keeps_copies(self),
         )
         if adopted is not None:
             self._adopt_seed(adopted)

@@ -87,7 +87,10 @@ class LoaderState(TypedDict):
         finished: whether that pass ran to its end; the next pass is then the next
             epoch.
         serial: the pass's serial number (worker scope matches streams by it).
-        workers: where workers hold state, mid-pass: :class:`WorkersState`; else None.
+        workers: where workers hold state, mid-pass: :class:`WorkersState`; at a
+            pass's end with persistent workers and a dataset with its own state, the
+            one that carries each worker's copy of the dataset (``ended`` True); else
+            None.
         done: positions after ``position`` already handed out (``in_order=False``
             delivers batches in the order workers finish them); the rest of the pass
             skips them. Empty in order. (New in version 2.)
@@ -159,7 +162,8 @@ class WorkersState(TypedDict):
         base_seed: torch's base seed of the iterator (None in the main process).
         last_worker: the worker that produced the last batch handed out (None in the
             main process).
-        ended: whether the pass ended (always False: only mid-pass states carry this).
+        ended: whether the pass ended: True only in a state taken at a pass's end with
+            persistent workers, whose parts carry each worker's copy of the dataset.
         workers: one :class:`WorkerPart` per process, by id.
     """
 
@@ -325,7 +329,13 @@ def check_workers(
         sampler = _dict(w["sampler"], "workers.sampler", ("samples_yielded",))
         _int(sampler["samples_yielded"], "workers.sampler.samples_yielded")
     _optional_int(w["len_called"], "workers.len_called")
-    _equal(w["ended"], "workers.ended", False, "only a pass under way carries worker state")
+    # A pass's end carries worker state only for persistent workers' copies of the
+    # dataset, as of every worker's last batch.
+    _equal(w["ended"], "workers.ended", state["finished"], "the state's finished")
+    if w["ended"]:
+        if not processes:
+            _fail("workers.ended", "False with num_workers=0 (no workers keep copies)", True)
+        _equal(since, "workers.since_snapshot", 0, "0 at a pass's end (copies as of its end)")
     if processes:
         _int(w["base_seed"], "workers.base_seed", 0, 2**64)
         _int(w["last_worker"], "workers.last_worker", 0, processes)

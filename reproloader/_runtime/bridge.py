@@ -44,6 +44,7 @@ __all__ = [
     "IteratorView",
     "default_index_sampler",
     "forget_iterator",
+    "iterator_end_worker_state",
     "iterator_out_of_order",
     "iterator_progress",
     "iterator_worker_state",
@@ -64,6 +65,9 @@ INTERNALS: Final = {
     "iterator._finished": "whether the pass ran to its end",
     "iterator._task_info, _send_idx": "which units an in_order=False pass handed out",
     "iterator.state_dict() layout": "converted to and from reproloader's own worker schema",
+    "iterator._worker_snapshots, _get_main_state, _last_yielded_worker_id": (
+        "each worker's last reported state at a pass's end (persistent workers' copies)"
+    ),
     "torch.utils.data._utils.worker._worker_info": "what get_worker_info() returns",
     "accelerate: DataLoader._is_accelerate_prepared": "prepare() returns such loaders as is",
 }
@@ -233,6 +237,30 @@ def iterator_out_of_order(iterator: Any) -> tuple[int, list[int]]:
 def iterator_worker_state(iterator: Any) -> dict[str, Any]:
     """An iterator's worker state, in reproloader's own schema (``state.WorkersState``)."""
     return own_worker_state(iterator.state_dict(), iterator.failed)
+
+
+def iterator_end_worker_state(iterator: Any) -> dict[str, Any]:
+    """A multi-process iterator's worker state as of each worker's last report.
+
+    For a pass that ended: torchdata's ``state_dict`` gives its last snapshot, taken
+    at the last batch handed out, before the workers that ran out afterwards
+    reported their final states; its running per-worker states have them.
+    """
+    return own_worker_state(
+        {
+            "_snapshot": {
+                "_snapshot_step": iterator._num_yielded,
+                "_last_yielded_worker_id": iterator._last_yielded_worker_id,
+                "_main_snapshot": iterator._get_main_state(),
+                "_worker_snapshots": {
+                    key: worker.get_state() for key, worker in iterator._worker_snapshots.items()
+                },
+            },
+            "_steps_since_snapshot": 0,
+            "_iterator_finished": bool(iterator._finished),
+        },
+        iterator.failed,
+    )
 
 
 def _iterable_part(fetcher: Any) -> tuple[Any, bool]:

@@ -73,6 +73,7 @@ class PassCursor:
     """
 
     __slots__ = (
+        "_copies",
         "_epoch",
         "_loaded_end",
         "_offset",
@@ -95,6 +96,10 @@ class PassCursor:
         self._skip: frozenset[int] = frozenset()  # positions after _start handed out already
         self._resume_state: WorkersState | None = None  # worker state for the next iterator
         self._resume_at = (0, 0)  # (position, offset) of that worker state
+        # A restored pass end's worker part: persistent workers' copies of the dataset,
+        # which the next iterator's new workers take over (set_epoch keeps them: the
+        # workers of the uninterrupted run kept theirs whatever epoch came next).
+        self._copies: WorkersState | None = None
         self.current = Pass(epoch=0, serial=0)
 
     @property
@@ -148,6 +153,11 @@ class PassCursor:
         workers, self._resume_state = self._resume_state, None
         return workers
 
+    def take_copies(self) -> WorkersState | None:
+        """A restored pass end's worker part, for the next iterator's workers (once), or None."""
+        copies, self._copies = self._copies, None
+        return copies
+
     def snapshot(
         self,
         identity: Mapping[str, Any],
@@ -157,6 +167,7 @@ class PassCursor:
         worker_state: Callable[[], Any],
         offset_after: Callable[[Pass, int], int] | None = None,
         dataset_state: Callable[[], Any] | None = None,
+        end_workers: Callable[[], Any] | None = None,
     ) -> LoaderState:
         """The position as a state.
 
@@ -174,6 +185,9 @@ class PassCursor:
             dataset_state: where the main process's dataset holds its own state (a
                 stateful dataset, no workers), that state; called only where no worker
                 state carries it (outside a pass).
+            end_workers: at a pass's end, the worker part that carries persistent
+                workers' copies of a dataset with its own state (None where there is
+                none to carry, or it is not exact); called only at a pass's end.
         """
         workers: Any = None
         offset: int | None = None
@@ -192,6 +206,7 @@ class PassCursor:
                 self._loaded_end,
                 True,
             )
+            workers = self._copies
         else:
             yielded, finished, others = progress()
             current = self.current
@@ -201,6 +216,8 @@ class PassCursor:
                 offset = offset_after(current, yielded)
             if workers_hold_state and position and not finished:
                 workers = worker_state()
+            elif finished and end_workers is not None:
+                workers = end_workers()
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -226,6 +243,7 @@ class PassCursor:
         legacy_workers: Callable[[Mapping[str, Any]], Any] | None = None,
         stateful_dataset: bool = False,
         dataset_rngs: Callable[[], Sequence[str]] = tuple,
+        keeps_copies: bool = False,
     ) -> Any:
         """Continue from ``state``; checks all of it before changing anything.
 
@@ -244,6 +262,9 @@ class PassCursor:
             dataset_rngs: the paths of the RNG objects on the dataset here, which
                 worker-scope streams carry a state for (asked only where a worker
                 part is checked).
+            keeps_copies: whether this loader's workers keep their copies of the
+                dataset from pass to pass (persistent workers, a dataset with its own
+                state): only then may a pass end's state carry them.
 
         Returns:
             The dataset's own state to load into it (see ``LoaderState.dataset``), or
@@ -261,9 +282,19 @@ class PassCursor:
         check_fields(saved, batches=batches, elastic=elastic, world_size=identity["world_size"])
         workers: Any = saved["workers"]
         check_compatible(saved, identity, workers=workers is not None, elastic=elastic)
-        # Worker state is needed mid-pass where workers hold state, and only there.
+        # Worker state is needed mid-pass where workers hold state, and only there; at
+        # a pass's end it may carry persistent workers' copies of the dataset.
+        if saved["finished"] and workers is not None and not keeps_copies:
+            raise StateMismatchError(
+                "cannot resume: the state was taken at an epoch's end with persistent "
+                "workers and carries each worker's copy of the dataset's own state, which "
+                "this loader's workers would not keep (they start every epoch from fresh "
+                "copies); resume with persistent_workers=True, the same num_workers and "
+                "the same dataset",
+                {"persistent workers keeping the dataset's state": (True, False)},
+            )
         needed = workers_hold_state and saved["position"] > 0 and not saved["finished"]
-        if (workers is not None) != needed:
+        if (workers is not None) != needed and not saved["finished"]:
             raise StateMismatchError(
                 "cannot resume: the state "
                 f"{'carries' if workers is not None else 'lacks'} worker state, which this "
@@ -298,6 +329,7 @@ class PassCursor:
             )
             raise StateFieldError("dataset", f"None ({why})", saved["dataset"])
         self.set_epoch(saved["epoch"])
+        self._copies = workers if saved["finished"] else None
         if saved["finished"]:
             self._started = True  # the next pass is the next epoch
             self._loaded_end = saved["position"]

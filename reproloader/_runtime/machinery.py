@@ -25,6 +25,7 @@ from reproloader._diagnose.compare import difference
 from reproloader._runtime.bridge import (
     IteratorView,
     default_index_sampler,
+    iterator_end_worker_state,
     iterator_progress,
     iterator_worker_state,
     running_iterator,
@@ -158,6 +159,28 @@ class Machinery:
             stacklevel=3,
         )
 
+    def keeps_copies(self, loader: DataLoader[Any]) -> bool:
+        """Whether workers keep copies of a dataset with its own state from pass to pass."""
+        return bool(loader.persistent_workers and loader.num_workers and stateful(loader.dataset))
+
+    def end_workers(self, loader: DataLoader[Any]) -> dict[str, Any] | None:
+        """At a pass's end: the worker part carrying each persistent worker's copy, if exact.
+
+        Exact where every worker reported its copy as of its last batch (a worker of
+        an iterable dataset reports as it runs out; a map-style one with each batch
+        only with ``snapshot_every_n_steps=1``) and no batch raised in a worker.
+        Elsewhere None: the state carries no copies, and
+        :meth:`warn_if_workers_kept_dataset_state` says so where they moved on.
+        """
+        if not self.keeps_copies(loader):
+            return None
+        if not self.iterable and getattr(loader, "snapshot_every_n_steps", None) != 1:
+            return None
+        iterator = running_iterator(loader)
+        if iterator.failed:
+            return None
+        return iterator_end_worker_state(iterator)
+
     def workers_hold_state(self, loader: DataLoader[Any]) -> bool:
         """Whether workers hold state that a position alone cannot recompute."""
         return self.iterable or self._config.rng_scope == "worker" or stateful(loader.dataset)
@@ -257,9 +280,14 @@ class Machinery:
         if loader.num_workers > 0 and plan.reseed_dataset_rngs:
             # Workers search quietly; say here, once, what they will not reseed.
             search(plan, loader.dataset).warn(stacklevel=6)
+        copies = cursor.take_copies()
         overrides: dict[str, Any] = {
             "generator": self._generator,
-            "worker_init_fn": WorkerInit(current.epoch, loader.worker_init_fn),
+            "worker_init_fn": WorkerInit(
+                current.epoch,
+                loader.worker_init_fn,
+                None if copies is None else worker_copies(copies),
+            ),
         }
         if self.iterable:
             if loader.num_workers > 0 and self._shared_pass is None:
@@ -298,12 +326,19 @@ class Machinery:
         return self._sampler_rngs
 
 
+def worker_copies(workers: Mapping[str, Any]) -> list[Any]:
+    """Each worker's copy of the dataset's own state in a worker part, by id (None: none)."""
+    copies = []
+    for worker in workers["workers"]:
+        if worker["map"] is not None:
+            copies.append(worker["map"]["dataset"])
+        elif worker["iterable"]["kind"] == "dataset":
+            copies.append(worker["iterable"]["user"])
+        else:  # an iterator's state, not the dataset's
+            copies.append(None)
+    return copies
+
+
 def kept_dataset_states(workers: Mapping[str, Any]) -> list[Any]:
     """The dataset states a worker part holds: each worker's copy (not an iterator's)."""
-    kept = []
-    for worker in workers["workers"]:
-        if worker["map"] is not None and worker["map"]["dataset"] is not None:
-            kept.append(worker["map"]["dataset"])
-        elif worker["iterable"] is not None and worker["iterable"]["kind"] == "dataset":
-            kept.append(worker["iterable"]["user"])
-    return kept
+    return [copy for copy in worker_copies(workers) if copy is not None]

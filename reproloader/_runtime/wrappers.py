@@ -346,11 +346,21 @@ class WorkerInit:
     reproducible numbers and can call ``get_context()``), and makes
     ``get_worker_info().dataset`` the user's dataset rather than the wrapper, since
     the documented IterableDataset recipe configures shards through it.
+
+    ``copies`` (after a state taken at a pass's end with persistent workers) holds each
+    worker's copy of the dataset's own state as the saved run's workers kept it: the
+    new worker's copy loads its own, after the user's ``worker_init_fn``.
     """
 
-    def __init__(self, epoch: int, user_fn: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        epoch: int,
+        user_fn: Callable[[int], None] | None,
+        copies: list[Any] | None = None,
+    ) -> None:
         self.epoch = epoch
         self.user_fn = user_fn
+        self.copies = copies
 
     def __call__(self, worker_id: int) -> None:
         die_with_parent()
@@ -364,6 +374,10 @@ class WorkerInit:
         show_user_dataset_to_worker(wrapper.dataset, seed=torch.initial_seed())
         if self.user_fn is not None:
             self.user_fn(worker_id)
+        if self.copies is not None and self.copies[worker_id] is not None:
+            wrapper.dataset.load_state_dict(self.copies[worker_id])
+        if self.user_fn is not None or self.copies is not None:
             # worker_init_fn commonly stores a fresh RNG on the dataset
-            # (get_worker_info().dataset.rng = ...): reseed that one too.
+            # (get_worker_info().dataset.rng = ...), as may a loaded state: reseed
+            # that one too.
             producer.find_attribute_rngs()

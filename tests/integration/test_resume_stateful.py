@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reproloader import ReproLoader
+from reproloader import ReproLoader, StateMismatchError
 from reproloader.testing import assert_resume_matches
 from tests.datasets import (
     AllSources,
@@ -169,17 +169,98 @@ class _SteadyState(Curriculum):
         return {"level": 0}
 
 
-@pytest.mark.parametrize("dataset", ["map", "iterable"])
-def test_persistent_workers_whose_dataset_copies_moved_on_warn_once_at_an_epoch_end(
-    dataset: str,
+class _UnevenPasses(torch.utils.data.IterableDataset[Any]):
+    """torchdata's test_pw dataset, in short: workers of uneven lengths, each copy
+    counting its own passes at the end of ``__iter__``, and resuming mid-pass."""
+
+    sizes = (3, 6, 4)
+
+    def __init__(self) -> None:
+        self.passes = 0
+        self.resume: int | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        start = sum(self.sizes[:worker])
+        self.i, self.resume = self.resume or 0, None
+        while self.i < self.sizes[worker]:
+            self.i += 1
+            yield start + self.i - 1, self.passes
+        self.i = 0
+        self.passes += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"i": self.i if hasattr(self, "i") else 0, "passes": self.passes}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume, self.passes = state["i"], state["passes"]
+
+
+def _uneven(**kwargs: Any) -> ReproLoader[Any]:
+    return ReproLoader(
+        _UnevenPasses(), batch_size=None, num_workers=3, persistent_workers=True, seed=4, **kwargs
+    )
+
+
+def _curriculum(**kwargs: Any) -> ReproLoader[Any]:
+    return ReproLoader(
+        Curriculum(9), batch_size=2, num_workers=2, persistent_workers=True, seed=4, **kwargs
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _epoch(loader: ReproLoader[Any]) -> list[Any]:
+    return [_plain(batch) for batch in loader]
+
+
+@pytest.mark.parametrize("make", [_uneven, _curriculum], ids=["iterable", "map"])
+def test_persistent_workers_copies_of_the_dataset_are_carried_across_an_epoch_end(
+    make: Any,
 ) -> None:
-    # A state outside a pass carries no worker copies; persistent workers keep theirs
-    # from pass to pass: where a copy's own state moved on, resuming is not exact.
-    data = Curriculum(8) if dataset == "map" else _CountsItsPasses()
-    loader = ReproLoader(data, batch_size=2, num_workers=2, persistent_workers=True, seed=1)
-    list(loader)
+    # Each worker keeps its own copy of the dataset from pass to pass; the copies'
+    # own state at an epoch's end is in the state, and the resumed run's new workers
+    # start the next epoch from it (torchdata's TestMultiEpochState::test_pw).
+    loader = make()
+    _epoch(loader)
+    state = loader.state_dict()  # under filterwarnings=error: nothing to warn about
+    assert state["workers"] is not None
+    assert state["workers"]["ended"]
+    straight = [_epoch(loader), _epoch(loader)]
+    resumed = make()
+    it = iter(resumed)
+    next(it)  # a pass under way when the state is loaded
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state  # taken again before a batch: the same state
+    assert [_epoch(resumed), _epoch(resumed)] == straight
+    assert straight[0] != straight[1]
+
+
+def test_a_state_carrying_the_workers_copies_is_refused_without_persistent_workers() -> None:
+    loader = _uneven()
+    _epoch(loader)
+    state = loader.state_dict()
+    resumed = ReproLoader(_UnevenPasses(), batch_size=None, num_workers=3, seed=4)
+    with pytest.raises(StateMismatchError, match="persistent_workers=True"):
+        resumed.load_state_dict(state)
+
+
+def test_persistent_workers_whose_copies_cannot_be_carried_warn_once_at_an_epoch_end() -> None:
+    # Map-style workers report their copy only every snapshot_every_n_steps batches:
+    # at an epoch's end the last report may predate the last batches, so the state
+    # carries no copies, and where they moved on the loader says so.
+    loader = _curriculum(snapshot_every_n_steps=3)
+    _epoch(loader)
     with pytest.warns(UserWarning, match="persistent_workers=True: each worker keeps"):
-        loader.state_dict()
+        state = loader.state_dict()
+    assert state["workers"] is None
     loader.state_dict()  # once per loader (the suite turns warnings into errors)
 
 

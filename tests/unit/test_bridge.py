@@ -262,6 +262,49 @@ def _task_info_and_send_idx() -> None:
     del it
 
 
+class _Uneven(torch.utils.data.IterableDataset[int]):
+    """Worker 1 yields three times as many samples as worker 0, then counts its passes."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def __iter__(self) -> Any:
+        info = torch.utils.data.get_worker_info()
+        assert info is not None
+        yield from range(2 + 4 * info.id)
+        self.passes += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"passes": self.passes}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.passes = state["passes"]
+
+
+def _end_worker_snapshots() -> None:
+    loader = _quietly(
+        StatefulDataLoader,
+        _Uneven(),
+        batch_size=None,
+        num_workers=2,
+        persistent_workers=True,
+        multiprocessing_context="fork",
+    )
+    it = iter(loader)
+    assert len(list(it)) == 8
+    assert isinstance(it._last_yielded_worker_id, int)
+    assert isinstance(it._get_main_state(), dict)
+    assert sorted(it._worker_snapshots) == ["worker_0", "worker_1"]
+    # torchdata's own last snapshot predates worker 1's end; the running states do not.
+    it.failed = 0  # reproloader's iterators count failed batches
+    own = bridge.iterator_end_worker_state(it)
+    assert own["ended"] is True
+    assert [w["map"] for w in own["workers"]] == [{"passes": 1}, {"passes": 1}]
+    snapshot = it.state_dict()["_snapshot"]["_worker_snapshots"]["worker_1"]
+    assert snapshot["dataset_state"] == {"passes": 0}
+    del it
+
+
 CONTRACTS: dict[str, Callable[[], None]] = {
     "DataLoader._get_iterator": _get_iterator,
     "DataLoader._index_sampler": _index_sampler,
@@ -273,6 +316,7 @@ CONTRACTS: dict[str, Callable[[], None]] = {
     "iterator._finished": _num_yielded_and_finished,
     "iterator.state_dict() layout": _state_dict_layout,
     "iterator._task_info, _send_idx": _task_info_and_send_idx,
+    "iterator._worker_snapshots, _get_main_state, _last_yielded_worker_id": (_end_worker_snapshots),
     "torch.utils.data._utils.worker._worker_info": _worker_info,
     "accelerate: DataLoader._is_accelerate_prepared": _accelerate_marker,
 }

@@ -368,7 +368,7 @@ INT0 = "an int in [0, inf)"
 AS_WRITTEN = "RNG state as state_dict() writes it"
 NUMPY_STATE = "a numpy " + AS_WRITTEN
 GENERATOR = "a generator " + AS_WRITTEN
-ENDED = "False (only a pass under way carries worker state)"
+ENDED = "False (the state's finished)"
 ONE_OF = "exactly one of map and iterable set"
 RESEEDED = "a state (random is reseeded)"
 DICT_SAMPLER = "a dict with exactly the keys ['samples_yielded']"
@@ -872,3 +872,47 @@ def test_a_worker_scope_stream_without_a_state_for_a_dataset_rng_is_refused_at_l
     error = refused(loader.load_state_dict, state)
     assert error.path == "workers.workers[0].map.stream.attributes"
     assert "missing: ['dataset.rng']" in str(error)
+
+
+@pytest.fixture(scope="module")
+def end_state() -> dict[str, Any]:
+    """A state at an epoch's end carrying persistent workers' copies of the dataset."""
+    source = ReproLoader(
+        Curriculum(8), batch_size=2, num_workers=2, persistent_workers=True, seed=0
+    )
+    list(source)
+    state = source.state_dict()
+    assert state["finished"]
+    assert state["workers"]["ended"]
+    return state
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "path", "expected"),
+    [
+        ("ended", False, "workers.ended", "True (the state's finished)"),
+        (
+            "since_snapshot",
+            1,
+            "workers.since_snapshot",
+            "0 (0 at a pass's end (copies as of its end))",
+        ),
+    ],
+)
+def test_a_pass_ends_worker_part_is_checked(
+    end_state: dict[str, Any], field: str, value: Any, path: str, expected: str
+) -> None:
+    check_workers(end_state["workers"], end_state, stateful_dataset=True)  # as saved: it passes
+    state = copy.deepcopy(end_state)
+    state["workers"][field] = value
+    error = refused(check_workers, state["workers"], state, stateful_dataset=True)
+    assert (error.path, error.expected) == (path, expected)
+
+
+def test_a_pass_ends_worker_part_without_workers_is_refused(end_state: dict[str, Any]) -> None:
+    state = copy.deepcopy(end_state)
+    state["num_workers"] = state["workers"]["processes"] = 0
+    state["workers"].update(base_seed=None, last_worker=None)
+    state["workers"]["workers"] = state["workers"]["workers"][:1]
+    error = refused(check_workers, state["workers"], state, stateful_dataset=True)
+    assert error.path == "workers.ended"
