@@ -26,7 +26,6 @@ from reproloader._runtime.bridge import (
     IteratorView,
     default_index_sampler,
     iterator_end_worker_state,
-    iterator_progress,
     iterator_worker_state,
     running_iterator,
 )
@@ -83,6 +82,9 @@ class Machinery:
         self._sampler_rngs: SamplerRngs | None = None
         # Whether load_state_dict gave the dataset a state of its own (see dataset_state).
         self.dataset_loaded = False
+        # The last in-process iterable wrapper, and whether one started the dataset.
+        self._main_wrapper: IterableWrapper | None = None
+        self._iterated = False
         self._warned_kept_state = False
 
     def stateful_dataset(self, loader: DataLoader[Any]) -> bool:
@@ -96,19 +98,22 @@ class Machinery:
         epoch's end is the next epoch's start (an epoch counter an iterable dataset
         keeps, say; mid-pass, an iterable dataset's state is its iterator's, in the
         workers' part). An iterable dataset is asked only once its ``__iter__`` ran
-        here, or a state was loaded into it, as StatefulDataLoader asks.
+        here, or a state was loaded into it, as StatefulDataLoader asks: its
+        ``__iter__`` runs at a pass's first batch, so until then (a state taken right
+        after ``iter(loader)``) it holds what the previous pass left.
         """
         dataset = loader.dataset
         if loader.num_workers or not stateful(dataset):
             return None
-        if self.iterable:
-            # Its __iter__ runs at a pass's first batch: ask at the end of a pass that
-            # ran, or before any pass after a state was loaded into it.
-            iterator = running_iterator(loader)
-            ran = iterator is not None and iterator_progress(iterator)[1]
-            if not (ran or (iterator is None and self.dataset_loaded)):
-                return None
+        if self.iterable and not (self.dataset_loaded or self._dataset_iterated()):
+            return None
         return dataset.state_dict  # type: ignore[attr-defined,no-any-return]
+
+    def _dataset_iterated(self) -> bool:
+        """Whether a pass of this process has called the dataset's ``__iter__``."""
+        if not self._iterated and self._main_wrapper is not None:
+            self._iterated = self._main_wrapper.started
+        return self._iterated
 
     def dataset_rngs(self, loader: DataLoader[Any]) -> list[str]:
         """Paths of the RNG objects a worker-scope stream carries a state for, found here."""
@@ -295,6 +300,9 @@ class Machinery:
                 self._shared_pass = shared.share_memory_()  # type: ignore[no-untyped-call]
             wrapper = IterableWrapper(loader.dataset, plan, self._shared_pass)  # type: ignore[arg-type]
             wrapper.epoch, wrapper.serial = current.epoch, current.serial
+            if loader.num_workers == 0:
+                self._dataset_iterated()  # keeps what the previous pass's wrapper saw
+                self._main_wrapper = wrapper
             return IteratorView(loader, dataset=wrapper, index_sampler=None, **overrides)
         units = UnitSampler(
             cursor,

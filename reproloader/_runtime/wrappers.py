@@ -175,12 +175,14 @@ class IterableWrapper(_Wrapper, IterableDataset[Any]):
         self._datapipe = is_datapipe(dataset)
         self.epoch = 0
         self.serial = 0
+        self.started = False  # whether this process called the dataset's __iter__
 
     def start(self, epoch: int) -> Iterator[Any]:
         """The user's iterator for a pass of ``epoch`` (a DataPipe sharded and seeded first)."""
         if self._datapipe:
             plan = self.plan
             start_pass(self.dataset, plan.tree, epoch, rank=plan.rank, world_size=plan.world_size)
+        self.started = True
         return iter(self.dataset)
 
     def __iter__(self) -> UnitIterator:

@@ -127,6 +127,33 @@ def test_an_iterable_datasets_own_state_at_an_epoch_end_is_resumed() -> None:
     assert first != rest[0]
 
 
+@pytest.mark.parametrize("loaded", [False, True], ids=["ran", "loaded"])
+def test_an_iterable_datasets_own_state_is_kept_in_a_state_taken_before_a_pass_first_batch(
+    loaded: bool,
+) -> None:
+    # Its __iter__ runs at a pass's first batch: right after iter(loader) it still
+    # holds what the previous pass (or a loaded state) left, and a state says so.
+    def make() -> ReproLoader[Any]:
+        return ReproLoader(_CountsItsPasses(), batch_size=2, seed=3)
+
+    def epoch(loader: ReproLoader[Any], it: Any = None) -> list[Any]:
+        return [[t.tolist() for t in batch] for batch in (it if it is not None else loader)]
+
+    loader = make()
+    epoch(loader)
+    if loaded:
+        loader, state = make(), loader.state_dict()
+        loader.load_state_dict(state)
+    it = iter(loader)  # epoch 1 begins; no batch yet
+    state = loader.state_dict()
+    assert (state["epoch"], state["position"], state["dataset"]) == (1, 0, {"passes": 1})
+    straight = epoch(loader, it)
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert epoch(resumed) == straight
+    assert straight[0][1] == [1, 1]  # the pass count the dataset kept
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n=st.integers(1, 25),
