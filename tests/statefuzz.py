@@ -9,6 +9,9 @@ the next one. The outcome of a case is one of:
 - ``REFUSED``: ``load_state_dict`` raised a :class:`reproloader.StateError`;
 - ``EXACT``: the batches equal, bit for bit, those the unmutated state resumes to;
 - ``WRONG``: the state loaded and the batches differ (a silent failure);
+- ``WARNED``: the state loaded with a warning, and the batches differ (the user was
+  told at load: a state without what it would need to be exact, as an older release
+  may have written);
 - ``BARE``: any other exception, at load or while iterating (a ``StateError`` raised
   only while iterating too: the state was half used);
 - ``HANG``: no result within the case's time limit;
@@ -38,6 +41,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +54,7 @@ from torch.utils.data import RandomSampler, WeightedRandomSampler
 from reproloader import ReproLoader, StateError, get_context
 from tests.datasets import AllSources, Curriculum, StatefulStream, Stream, _StreamIterator
 
-OUTCOMES = ("REFUSED", "EXACT", "WRONG", "BARE", "HANG", "USER", "DIRTY")
+OUTCOMES = ("REFUSED", "EXACT", "WRONG", "WARNED", "BARE", "HANG", "USER", "DIRTY")
 FAILURES = ("WRONG", "BARE", "HANG", "DIRTY")
 
 N, BATCH = 24, 4  # 6 batches an epoch
@@ -98,8 +102,27 @@ class RngCurriculum(Curriculum):
         return torch.cat([item, torch.tensor(extra, dtype=torch.float64)])
 
 
+class RngPasses(Stream):
+    """``RngStream`` whose dataset counts its passes (its own state, kept by each copy)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.passes = 0
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for item in super().__iter__():
+            yield torch.cat([item, torch.tensor([_ctx_draw(), self.passes], dtype=torch.float64)])
+        self.passes += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"passes": self.passes}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.passes = state["passes"]
+
+
 # What the user datasets' own state_dict returns: mutations inside it are the user's.
-USER_STATE_KEYS = ({"i"}, {"level"})
+USER_STATE_KEYS = ({"i"}, {"level"}, {"passes"})
 
 
 def _is_user_state(value: Any) -> bool:
@@ -161,6 +184,25 @@ CONFIGS: tuple[Config, ...] = (
     Config("iterable-stateful-w2", lambda: _loader(RngStatefulStream(N), 2), 2),
     Config("map-stateful-w0", lambda: _loader(RngCurriculum(N), 0, shuffle=True), 0),
     Config("map-stateful-w2", lambda: _loader(RngCurriculum(N), 2, shuffle=True), 2),
+    # Persistent workers keep their copies of the dataset: a pass's end carries them.
+    Config(
+        "map-stateful-w2-persistent",
+        lambda: _loader(RngCurriculum(N), 2, shuffle=True, persistent_workers=True),
+        2,
+    ),
+    # Its own state counts passes, not positions: mid-pass it resumes by replay.
+    Config(
+        "iterable-passes-replay-w2-persistent",
+        lambda: _loader(
+            RngPasses(N), 2, persistent_workers=True, config={"iterable_resume": "replay"}
+        ),
+        2,
+    ),
+    Config(
+        "iterable-passes-replay-w0",
+        lambda: _loader(RngPasses(N), 0, config={"iterable_resume": "replay"}),
+        0,
+    ),
 )
 
 # (name, batches handed out, taken after the loop ended): 0, 1, mid, end, finished.
@@ -329,7 +371,9 @@ def run_case(  # noqa: PLR0911  # one return per outcome
     """Load ``state`` into a fresh loader and classify: (outcome, detail)."""
     loader = config.make()
     try:
-        loader.load_state_dict(state)
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            loader.load_state_dict(state)
     except StateError as error:
         try:
             again = list(loader)
@@ -350,6 +394,8 @@ def run_case(  # noqa: PLR0911  # one return per outcome
     gc.collect()
     if equal(got, expected):
         return "EXACT", ""
+    if warned:
+        return "WARNED", _short(Warning(str(warned[0].message)))
     lengths, wanted = [len(p) for p in got], [len(p) for p in expected]
     if lengths != wanted:
         return "WRONG", f"passes of {lengths} batches, expected {wanted}"
