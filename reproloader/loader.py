@@ -20,6 +20,7 @@ How a batch is made (docs/how-it-works.md has the diagram):
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, TypeVar
@@ -51,7 +52,7 @@ from reproloader._runtime.machinery import Machinery
 from reproloader._runtime.units import set_epoch_everywhere
 from reproloader.config import ReproConfig
 from reproloader.context import RngScope
-from reproloader.exceptions import StateError
+from reproloader.exceptions import StateError, StateFieldError
 from reproloader.state import WorkersState
 
 __all__ = ["ReproLoader"]
@@ -353,6 +354,7 @@ class ReproLoader(BridgedLoader[_T_co]):
         adopted = self._seed_to_adopt(state_dict, identity)
         if adopted is not None:
             identity["seed"] = adopted
+        before = copy.copy(self._cursor)
         dataset_state = self._cursor.restore(
             state_dict,
             identity,
@@ -364,11 +366,23 @@ class ReproLoader(BridgedLoader[_T_co]):
             dataset_rngs=partial(machinery.dataset_rngs, self),
             keeps_copies=machinery.keeps_copies(self),
         )
-        if adopted is not None:
-            self._adopt_seed(adopted)
         if dataset_state is not None:
-            self.dataset.load_state_dict(dataset_state)  # type: ignore[attr-defined]
+            try:
+                self.dataset.load_state_dict(dataset_state)  # type: ignore[attr-defined]
+            except Exception as error:
+                self._cursor = before  # the loader stays as it was
+                raise StateFieldError(
+                    "dataset",
+                    "a state the dataset's own load_state_dict accepts (it raised "
+                    f"{type(error).__name__}: {error})",
+                    dataset_state,
+                ) from error
+        if adopted is not None:
+            self._adopt_seed(adopted)  # a new machinery: flags go on it
+        if dataset_state is not None:
             self._machinery.dataset_loaded = True
+        saved = pick_rank(state_dict, identity["rank"], identity["world_size"])
+        self._machinery.warn_if_copies_not_restored(self, self._cursor, saved["num_workers"])
         forget_iterator(self)
 
     def _seed_to_adopt(self, state: Mapping[str, Any], identity: Mapping[str, Any]) -> int | None:

@@ -348,6 +348,16 @@ def check_workers(
         _fail("workers.workers", f"a list of {len(ids)} worker parts", parts)
     for i, worker in enumerate(parts):
         _check_worker(worker, f"workers.workers[{i}]", i, state, stateful_dataset, dataset_rngs)
+    # An iterable dataset's workers pulled at most a batch's samples for each batch
+    # consumed (a position past that would replay beyond the stream's end).
+    pulls = [w["iterable"]["position"] for w in parts if w["iterable"] is not None]
+    most = (yielded + failed) * (state["batch_size"] or 1)
+    if pulls and sum(pulls) > most:
+        _fail(
+            "workers.workers[].iterable.position",
+            f"at most {most} in all ({yielded + failed} batches of {state['batch_size'] or 1})",
+            pulls,
+        )
     return w  # type: ignore[return-value]
 
 

@@ -153,6 +153,11 @@ class PassCursor:
         workers, self._resume_state = self._resume_state, None
         return workers
 
+    @property
+    def restored_end_without_copies(self) -> bool:
+        """Whether the last restore was of a pass's end whose state carries no worker part."""
+        return self._loaded_end is not None and self._copies is None
+
     def take_copies(self) -> WorkersState | None:
         """A restored pass end's worker part, for the next iterator's workers (once), or None."""
         copies, self._copies = self._copies, None
@@ -185,16 +190,17 @@ class PassCursor:
             dataset_state: where the main process's dataset holds its own state (a
                 stateful dataset, no workers), that state; called only where no worker
                 state carries it (outside a pass).
-            end_workers: at a pass's end, the worker part that carries persistent
-                workers' copies of a dataset with its own state (None where there is
-                none to carry, or it is not exact); called only at a pass's end.
+            end_workers: the worker part that carries persistent workers' copies of
+                a dataset with its own state (None where there is none to carry, or
+                it is not exact); called only outside a pass's batches: at its end,
+                or before its first batch.
         """
         workers: Any = None
         offset: int | None = None
         done: list[int] = []
         if not self._started:  # nothing iterated since set_epoch or a mid-epoch restore
             epoch, serial, position, finished = self._epoch, self._serial, self._start, False
-            workers = self._resume_state
+            workers = self._resume_state or self._copies
             offset = self._offset
             done = sorted(self._skip)
             if workers is not None:  # the iterator will restore where the state was
@@ -216,7 +222,7 @@ class PassCursor:
                 offset = offset_after(current, yielded)
             if workers_hold_state and position and not finished:
                 workers = worker_state()
-            elif finished and end_workers is not None:
+            elif (finished or not position) and end_workers is not None:
                 workers = end_workers()
         return {
             "format": FORMAT,
@@ -283,18 +289,21 @@ class PassCursor:
         workers: Any = saved["workers"]
         check_compatible(saved, identity, workers=workers is not None, elastic=elastic)
         # Worker state is needed mid-pass where workers hold state, and only there; at
-        # a pass's end it may carry persistent workers' copies of the dataset.
-        if saved["finished"] and workers is not None and not keeps_copies:
+        # a pass's end, or before its first batch, it may carry persistent workers'
+        # copies of the dataset.
+        copies = workers is not None and (saved["finished"] or saved["position"] == 0)
+        if copies and not keeps_copies:
             raise StateMismatchError(
-                "cannot resume: the state was taken at an epoch's end with persistent "
-                "workers and carries each worker's copy of the dataset's own state, which "
+                "cannot resume: the state was taken outside an epoch's batches with "
+                "persistent workers and carries each worker's copy of the dataset's own "
+                "state, which "
                 "this loader's workers would not keep (they start every epoch from fresh "
                 "copies); resume with persistent_workers=True, the same num_workers and "
                 "the same dataset",
                 {"persistent workers keeping the dataset's state": (True, False)},
             )
         needed = workers_hold_state and saved["position"] > 0 and not saved["finished"]
-        if (workers is not None) != needed and not saved["finished"]:
+        if (workers is not None) != needed and not copies:
             raise StateMismatchError(
                 "cannot resume: the state "
                 f"{'carries' if workers is not None else 'lacks'} worker state, which this "
@@ -329,14 +338,14 @@ class PassCursor:
             )
             raise StateFieldError("dataset", f"None ({why})", saved["dataset"])
         self.set_epoch(saved["epoch"])
-        self._copies = workers if saved["finished"] else None
+        self._copies = workers if copies else None
         if saved["finished"]:
             self._started = True  # the next pass is the next epoch
             self._loaded_end = saved["position"]
             self._serial = saved["serial"] + 1
         else:
             self._serial = saved["serial"]
-            if workers is not None:
+            if workers is not None and not copies:
                 # The iterator restores positions and worker states; the unit sampler
                 # skips the units before the position without loading them.
                 self._resume_state = workers

@@ -164,27 +164,63 @@ class Machinery:
             stacklevel=3,
         )
 
+    def warn_if_copies_not_restored(
+        self, loader: DataLoader[Any], cursor: PassCursor, saved_num_workers: int
+    ) -> None:
+        """Warn where a loaded pass end, saved with workers, carries no copies for ours.
+
+        Such a state (an older release's, one whose copies were not known at the end,
+        for which ``state_dict()`` warned then, or one edited) resumes the next epoch
+        from fresh copies of the dataset, where the run that saved it, if its workers
+        were persistent, kept copies that may have moved on.
+        """
+        if not (
+            saved_num_workers and cursor.restored_end_without_copies and self.keeps_copies(loader)
+        ):
+            return
+        warnings.warn(
+            "this state was taken at an epoch's end with workers but carries no copies "
+            "of the dataset (its workers field is None): the resumed run's persistent "
+            "workers start the next epoch from fresh copies, which differs from the run "
+            "that saved it if that run's workers were persistent too and the dataset's "
+            "own state (state_dict) changed in them. Save the state with "
+            "snapshot_every_n_steps=1, where the copies are carried, or resume with "
+            "persistent_workers=False.",
+            UserWarning,
+            stacklevel=3,
+        )
+
     def keeps_copies(self, loader: DataLoader[Any]) -> bool:
         """Whether workers keep copies of a dataset with its own state from pass to pass."""
         return bool(loader.persistent_workers and loader.num_workers and stateful(loader.dataset))
 
     def end_workers(self, loader: DataLoader[Any]) -> dict[str, Any] | None:
-        """At a pass's end: the worker part carrying each persistent worker's copy, if exact.
+        """Outside a pass's batches: the worker part carrying persistent workers' copies.
 
-        Exact where every worker reported its copy as of its last batch (a worker of
+        At a pass's end, or before its first batch, each persistent worker's copy of
+        a dataset with its own state is what the next batches start from. Carried
+        where exact: every worker reported its copy as of its last batch (a worker of
         an iterable dataset reports as it runs out; a map-style one with each batch
-        only with ``snapshot_every_n_steps=1``) and no batch raised in a worker.
-        Elsewhere None: the state carries no copies, and
-        :meth:`warn_if_workers_kept_dataset_state` says so where they moved on.
+        only with ``snapshot_every_n_steps=1``) and no batch raised in a worker; and
+        needed: some copy differs from the main process's dataset, which fresh
+        copies would be. Elsewhere None, and
+        :meth:`warn_if_workers_kept_dataset_state` says where copies moved on.
         """
-        if not self.keeps_copies(loader):
-            return None
-        if not self.iterable and getattr(loader, "snapshot_every_n_steps", None) != 1:
-            return None
         iterator = running_iterator(loader)
-        if iterator.failed:
+        exact = self.iterable or getattr(loader, "snapshot_every_n_steps", None) == 1
+        if not (self.keeps_copies(loader) and exact) or iterator is None or iterator.failed:
             return None
-        return iterator_end_worker_state(iterator)
+        workers = iterator_end_worker_state(iterator)
+        copies = [copy for copy in worker_copies(workers) if copy is not None]
+        if not copies:
+            return None
+        try:
+            here = loader.dataset.state_dict()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - not comparable: carry them
+            return workers
+        if not any(difference(here, copy, "state") for copy in copies):
+            return None
+        return workers
 
     def workers_hold_state(self, loader: DataLoader[Any]) -> bool:
         """Whether workers hold state that a position alone cannot recompute."""
@@ -301,7 +337,9 @@ class Machinery:
             wrapper = IterableWrapper(loader.dataset, plan, self._shared_pass)  # type: ignore[arg-type]
             wrapper.epoch, wrapper.serial = current.epoch, current.serial
             if loader.num_workers == 0:
-                self._dataset_iterated()  # keeps what the previous pass's wrapper saw
+                # The same dataset object runs every pass here: it holds a state of
+                # its own once a pass started it or a state was loaded into it.
+                wrapper.touched = self._dataset_iterated() or self.dataset_loaded
                 self._main_wrapper = wrapper
             return IteratorView(loader, dataset=wrapper, index_sampler=None, **overrides)
         units = UnitSampler(

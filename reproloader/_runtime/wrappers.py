@@ -176,13 +176,28 @@ class IterableWrapper(_Wrapper, IterableDataset[Any]):
         self.epoch = 0
         self.serial = 0
         self.started = False  # whether this process called the dataset's __iter__
+        # ... or gave it a state (a persistent worker's copy, loaded at its start)
+        self.touched = False
+
+    @property
+    def holds_state(self) -> bool:
+        """Whether the dataset has a state of its own here.
+
+        It has ``state_dict``, and a pass started it or a state was loaded into it (its
+        ``state_dict`` may need ``__iter__`` first).
+        """
+        return self.touched and stateful(self.dataset)
+
+    def user_state(self) -> Any:
+        """The dataset's own ``state_dict()`` (see :attr:`holds_state`)."""
+        return self.dataset.state_dict()
 
     def start(self, epoch: int) -> Iterator[Any]:
         """The user's iterator for a pass of ``epoch`` (a DataPipe sharded and seeded first)."""
         if self._datapipe:
             plan = self.plan
             start_pass(self.dataset, plan.tree, epoch, rank=plan.rank, world_size=plan.world_size)
-        self.started = True
+        self.started = self.touched = True
         return iter(self.dataset)
 
     def __iter__(self) -> UnitIterator:
@@ -219,6 +234,11 @@ class UnitIterator(Iterator[Any]):
         # After a restore, the user's state as loaded, until the restored iterator
         # has produced: its own state_dict may not exist before that.
         self._restored: tuple[str, Any] | None = None
+        # Replay: the dataset's own state as this pass began (where an earlier pass or
+        # a loaded state had given it one: a persistent worker's copy), and whether the
+        # user's iterator ran out (then the state is the one the pass left).
+        self._start_user: Any = None
+        self._exhausted = False
 
     def __iter__(self) -> UnitIterator:
         return self
@@ -240,6 +260,8 @@ class UnitIterator(Iterator[Any]):
         if it is None:
             producer.enter_epoch(self.epoch)
             producer.enter_unit(self.epoch, self.serial, batch=0, sample=0)
+            if wrapper.plan.iterable_resume == "replay" and wrapper.holds_state:
+                self._start_user = wrapper.user_state()
             it = self._it = wrapper.start(self.epoch)
         elif wrapper.plan.scope == "batch" and position % batch_size:
             producer.at(epoch=self.epoch, batch_index=batch)  # inside a batch
@@ -249,6 +271,7 @@ class UnitIterator(Iterator[Any]):
         try:
             item = next(it)
         except StopIteration:
+            self._exhausted = True
             raise
         except Exception:
             self.position = position + 1
@@ -264,18 +287,33 @@ class UnitIterator(Iterator[Any]):
         user: Any = None
         kind = None
         # As StatefulDataLoader does, a dataset's (or its iterator's) state_dict is only
-        # asked for once its iterator has run: before this worker's first ``next``
-        # position 0 resumes by starting afresh, and right after a restore the state
-        # is the one that was loaded.
-        if wrapper.plan.iterable_resume == "replay":
-            pass  # a position only: load_state_dict replays the pass up to it
+        # asked for once its iterator has run, or a state was loaded into it: before
+        # this pass's first ``next`` that is the state an earlier pass left (a
+        # persistent worker's copy), and right after a restore the state loaded.
+        replay = wrapper.plan.iterable_resume == "replay"
+        if self._it is None and not self._carried:
+            if wrapper.holds_state:
+                kind, user = "dataset", wrapper.user_state()
+        elif replay:
+            # A position: load_state_dict replays the pass up to it, from the dataset's
+            # own state as the pass began, if it had one; once the pass ran out, that
+            # state as the pass left it (what a persistent worker's copy keeps).
+            if self._exhausted and wrapper.holds_state:
+                kind, user = "dataset", wrapper.user_state()
+            elif self._start_user is not None:
+                kind, user = "dataset", self._start_user
         elif self._restored is not None:
             kind, user = self._restored
         elif self._it is not None and stateful(self._it):
             user, kind = self._it.state_dict(), "iterator"  # type: ignore[attr-defined]
         elif self._it is not None and stateful(wrapper.dataset):
             user, kind = wrapper.dataset.state_dict(), "dataset"
-        if kind is not None and self._carried and torch.utils.data.get_worker_info() is None:
+        if (
+            kind is not None
+            and not replay
+            and self._carried
+            and torch.utils.data.get_worker_info() is None
+        ):
             # (In a worker the main process refuses: a batch failed there.)
             raise StateError(
                 f"cannot take an exact state now: the last batch raised after "
@@ -286,7 +324,12 @@ class UnitIterator(Iterator[Any]):
             )
         producer = wrapper._producer  # the wrapper of this process
         stream = None
-        if kind is not None and wrapper.plan.scope == "worker" and producer is not None:
+        if (
+            kind is not None
+            and not replay
+            and wrapper.plan.scope == "worker"
+            and producer is not None
+        ):
             stream = producer.stream_state()
         return {
             "epoch": self.epoch,
@@ -311,6 +354,16 @@ class UnitIterator(Iterator[Any]):
         producer = wrapper.producer()
         producer.enter_epoch(self.epoch)
         kind = state["kind"]
+        if wrapper.plan.iterable_resume == "replay" or (position == 0 and kind == "dataset"):
+            # Replay from the start of the pass, from the dataset's own state as the
+            # pass began, if it had one (at position 0: the pass then starts as usual).
+            if kind == "dataset":
+                wrapper.dataset.load_state_dict(state["user"])
+                wrapper.touched = True
+            self._it, self.position = None, 0
+            while self.position < position:
+                self._replay_one()
+            return
         if kind in ("dataset", "iterator"):
             # iter() runs where an uninterrupted pass runs it: right after the first
             # unit's reseed, so randomness drawn as iteration starts is the same.
@@ -378,6 +431,8 @@ class WorkerInit:
             self.user_fn(worker_id)
         if self.copies is not None and self.copies[worker_id] is not None:
             wrapper.dataset.load_state_dict(self.copies[worker_id])
+            if isinstance(wrapper, IterableWrapper):
+                wrapper.touched = True
         if self.user_fn is not None or self.copies is not None:
             # worker_init_fn commonly stores a fresh RNG on the dataset
             # (get_worker_info().dataset.rng = ...), as may a loaded state: reseed

@@ -270,6 +270,30 @@ def test_persistent_workers_copies_of_the_dataset_are_carried_across_an_epoch_en
     assert straight[0] != straight[1]
 
 
+@pytest.mark.parametrize("make", [_uneven, _curriculum], ids=["iterable", "map"])
+def test_persistent_workers_copies_are_carried_in_a_state_taken_before_a_pass_first_batch(
+    make: Any,
+) -> None:
+    # Right after iter(loader) the copies hold what the previous pass left: a state
+    # taken there carries them, as one taken at the previous pass's end does.
+    loader = make()
+    _epoch(loader)
+    it = iter(loader)
+    state = loader.state_dict()
+    assert (state["epoch"], state["position"]) == (1, 0)
+    assert state["workers"] is not None
+    straight = [_plain(b) for b in it]
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state
+    assert _epoch(resumed) == straight
+    # The first pass's copies are fresh ones: nothing to carry.
+    first = make()
+    it = iter(first)
+    assert first.state_dict()["workers"] is None
+    del it
+
+
 def test_a_state_carrying_the_workers_copies_is_refused_without_persistent_workers() -> None:
     loader = _uneven()
     _epoch(loader)
@@ -289,6 +313,27 @@ def test_persistent_workers_whose_copies_cannot_be_carried_warn_once_at_an_epoch
         state = loader.state_dict()
     assert state["workers"] is None
     loader.state_dict()  # once per loader (the suite turns warnings into errors)
+    # And where it is loaded: its copies are not in it.
+    with pytest.warns(UserWarning, match="carries no copies of the dataset"):
+        _curriculum(snapshot_every_n_steps=3).load_state_dict(state)
+
+
+def test_a_pass_ends_state_stripped_of_its_copies_warns_at_load() -> None:
+    # A state edited (or saved by an older release) without the copies resumes from
+    # fresh ones: the next epoch differs, and loading it says so.
+    loader = _curriculum()
+    _epoch(loader)
+    state = loader.state_dict()
+    straight = _epoch(loader)
+    stripped = {**state, "workers": None}
+    resumed = _curriculum()
+    with pytest.warns(UserWarning, match="carries no copies of the dataset"):
+        resumed.load_state_dict(stripped)
+    assert _epoch(resumed) != straight
+    # Not where the saving run had no workers: its dataset's own state is in the state.
+    source = ReproLoader(Curriculum(9), batch_size=2, seed=4)
+    _epoch(source)
+    _curriculum().load_state_dict(source.state_dict())  # no warning (errors here)
 
 
 @pytest.mark.parametrize(
@@ -300,3 +345,33 @@ def test_no_warning_where_the_workers_copies_did_not_move_on(data: Any, persiste
     loader = ReproLoader(data, batch_size=2, num_workers=2, persistent_workers=persistent, seed=1)
     list(loader)
     loader.state_dict()  # under filterwarnings=error: no warning
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("stop", [0, 1, 3], ids=["epoch-end", "after-1", "after-3"])
+def test_replay_starts_from_the_datasets_own_state_as_the_pass_began(
+    num_workers: int, stop: int
+) -> None:
+    # iterable_resume="replay" replays a pass from its start: from the dataset's own
+    # state as that pass began (a count of passes, kept by the main process's dataset
+    # or by each persistent worker's copy), not from a fresh dataset.
+    def make() -> ReproLoader[Any]:
+        return ReproLoader(
+            _CountsItsPasses(),
+            batch_size=2,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            seed=3,
+            config={"iterable_resume": "replay"},
+        )
+
+    loader = make()
+    _epoch(loader)
+    it = iter(loader)  # epoch 1, in which the dataset has counted one pass
+    head = [_plain(next(it)) for _ in range(stop)]
+    state = loader.state_dict()
+    straight = head + [_plain(b) for b in it] + _epoch(loader)
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert _epoch(resumed) + _epoch(resumed) == straight[stop:]
+    assert straight[0][1] == [1, 1]

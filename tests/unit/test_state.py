@@ -667,6 +667,12 @@ ITERABLE_CASES: list[tuple[str, Any, str, str]] = [
     (f"{ITERABLE}.epoch", 1, f"{ITERABLE}.epoch", "0 (the state's epoch)"),
     (f"{ITERABLE}.serial", 1, f"{ITERABLE}.serial", "0 (the state's serial)"),
     (f"{ITERABLE}.position", -1, f"{ITERABLE}.position", INT0),
+    (
+        f"{ITERABLE}.position",
+        3,
+        "workers.workers[].iterable.position",
+        "at most 2 in all (1 batches of 2)",
+    ),
     (f"{ITERABLE}.kind", "other", f"{ITERABLE}.kind", "None, 'dataset' or 'iterator'"),
     (f"{ITERABLE}.user", {}, f"{ITERABLE}.user", "None when kind is None"),
     (f"{ITERABLE}.stream", {}, f"{ITERABLE}.stream", "None outside worker scope"),
@@ -916,3 +922,21 @@ def test_a_pass_ends_worker_part_without_workers_is_refused(end_state: dict[str,
     state["workers"]["workers"] = state["workers"]["workers"][:1]
     error = refused(check_workers, state["workers"], state, stateful_dataset=True)
     assert error.path == "workers.ended"
+
+
+def test_a_dataset_state_its_own_load_state_dict_rejects_is_refused_by_name() -> None:
+    # The state's dataset field goes to the dataset's own load_state_dict: where that
+    # raises, the load is refused naming the field, and the loader stays as it was.
+    def make() -> ReproLoader[Any]:
+        return ReproLoader(Curriculum(6), batch_size=2, seed=0)
+
+    source = make()
+    fresh = [b.tolist() for b in make()]
+    list(source)
+    state = source.state_dict()
+    state["dataset"] = "x"
+    loader = make()
+    error = refused(loader.load_state_dict, state)
+    assert error.path == "dataset"
+    assert "load_state_dict accepts (it raised TypeError" in str(error)
+    assert [b.tolist() for b in loader] == fresh
