@@ -87,9 +87,10 @@ class LoaderState(TypedDict):
         finished: whether that pass ran to its end; the next pass is then the next
             epoch.
         serial: the pass's serial number (worker scope matches streams by it).
-        workers: where workers hold state, mid-pass: :class:`WorkersState`; at a
-            pass's end with persistent workers and a dataset with its own state, the
-            one that carries each worker's copy of the dataset (``ended`` True); else
+        workers: where workers hold state, mid-pass: :class:`WorkersState`; outside a
+            pass's batches (at its end, ``ended`` True, or before its first batch)
+            with persistent workers and a dataset with its own state, the one that
+            carries each worker's copy of the dataset where a copy moved on; else
             None.
         done: positions after ``position`` already handed out (``in_order=False``
             delivers batches in the order workers finish them); the rest of the pass

@@ -82,9 +82,9 @@ class Machinery:
         self._sampler_rngs: SamplerRngs | None = None
         # Whether load_state_dict gave the dataset a state of its own (see dataset_state).
         self.dataset_loaded = False
-        # The last in-process iterable wrapper, and whether one started the dataset.
+        # The last in-process iterable wrapper (num_workers=0): whether the dataset
+        # holds a state of its own passes from each one to the next.
         self._main_wrapper: IterableWrapper | None = None
-        self._iterated = False
         self._warned_kept_state = False
 
     def stateful_dataset(self, loader: DataLoader[Any]) -> bool:
@@ -105,15 +105,14 @@ class Machinery:
         dataset = loader.dataset
         if loader.num_workers or not stateful(dataset):
             return None
-        if self.iterable and not (self.dataset_loaded or self._dataset_iterated()):
+        if self.iterable and not self._dataset_touched():
             return None
         return dataset.state_dict  # type: ignore[attr-defined,no-any-return]
 
-    def _dataset_iterated(self) -> bool:
-        """Whether a pass of this process has called the dataset's ``__iter__``."""
-        if not self._iterated and self._main_wrapper is not None:
-            self._iterated = self._main_wrapper.started
-        return self._iterated
+    def _dataset_touched(self) -> bool:
+        """Whether a pass here started the dataset, or a state was loaded into it."""
+        wrapper = self._main_wrapper
+        return self.dataset_loaded or (wrapper is not None and wrapper.touched)
 
     def dataset_rngs(self, loader: DataLoader[Any]) -> list[str]:
         """Paths of the RNG objects a worker-scope stream carries a state for, found here."""
@@ -140,16 +139,7 @@ class Machinery:
             or not stateful(loader.dataset)
         ):
             return
-        kept = kept_dataset_states(iterator_worker_state(iterator))
-        if not kept:
-            return
-        try:
-            here = loader.dataset.state_dict()  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - not comparable: say so
-            moved = True
-        else:
-            moved = any(difference(here, one, "state") for one in kept)
-        if not moved:
+        if not copies_moved_on(loader, iterator_worker_state(iterator)):
             return
         self._warned_kept_state = True
         warnings.warn(
@@ -211,16 +201,7 @@ class Machinery:
         if not (self.keeps_copies(loader) and exact) or iterator is None or iterator.failed:
             return None
         workers = iterator_end_worker_state(iterator)
-        copies = [copy for copy in worker_copies(workers) if copy is not None]
-        if not copies:
-            return None
-        try:
-            here = loader.dataset.state_dict()  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - not comparable: carry them
-            return workers
-        if not any(difference(here, copy, "state") for copy in copies):
-            return None
-        return workers
+        return workers if copies_moved_on(loader, workers) else None
 
     def workers_hold_state(self, loader: DataLoader[Any]) -> bool:
         """Whether workers hold state that a position alone cannot recompute."""
@@ -339,7 +320,7 @@ class Machinery:
             if loader.num_workers == 0:
                 # The same dataset object runs every pass here: it holds a state of
                 # its own once a pass started it or a state was loaded into it.
-                wrapper.touched = self._dataset_iterated() or self.dataset_loaded
+                wrapper.touched = self._dataset_touched()
                 self._main_wrapper = wrapper
             return IteratorView(loader, dataset=wrapper, index_sampler=None, **overrides)
         units = UnitSampler(
@@ -385,6 +366,18 @@ def worker_copies(workers: Mapping[str, Any]) -> list[Any]:
     return copies
 
 
-def kept_dataset_states(workers: Mapping[str, Any]) -> list[Any]:
-    """The dataset states a worker part holds: each worker's copy (not an iterator's)."""
-    return [copy for copy in worker_copies(workers) if copy is not None]
+def copies_moved_on(loader: DataLoader[Any], workers: Mapping[str, Any]) -> bool:
+    """Whether a worker part holds a copy of the dataset unlike the main process's.
+
+    Fresh copies are copies of the main process's dataset: where none of the copies
+    differs from it (or the part holds none), carrying them changes nothing. A main
+    dataset whose ``state_dict`` raises cannot be compared: the copies count as moved.
+    """
+    copies = [copy for copy in worker_copies(workers) if copy is not None]
+    if not copies:
+        return False
+    try:
+        here = loader.dataset.state_dict()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - not comparable: take them as moved
+        return True
+    return any(difference(here, copy, "state") for copy in copies)

@@ -175,8 +175,8 @@ class IterableWrapper(_Wrapper, IterableDataset[Any]):
         self._datapipe = is_datapipe(dataset)
         self.epoch = 0
         self.serial = 0
-        self.started = False  # whether this process called the dataset's __iter__
-        # ... or gave it a state (a persistent worker's copy, loaded at its start)
+        # Whether the dataset may hold a state of its own here: this process called
+        # its __iter__, or gave it a state (a persistent worker's copy, a loaded one).
         self.touched = False
 
     @property
@@ -197,7 +197,7 @@ class IterableWrapper(_Wrapper, IterableDataset[Any]):
         if self._datapipe:
             plan = self.plan
             start_pass(self.dataset, plan.tree, epoch, rank=plan.rank, world_size=plan.world_size)
-        self.started = self.touched = True
+        self.touched = True
         return iter(self.dataset)
 
     def __iter__(self) -> UnitIterator:
