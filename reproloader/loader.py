@@ -328,6 +328,7 @@ class ReproLoader(BridgedLoader[_T_co]):
             offset_after=partial(machinery.offset_after, self) if self.shard else None,
             dataset_state=machinery.dataset_state(self),
             end_workers=partial(machinery.end_workers, self),
+            started_with_state=machinery.iterator_state_before_first_next(self),
         )
         if state["workers"] is None:
             machinery.warn_if_workers_kept_dataset_state(self)

@@ -126,6 +126,13 @@ class _SingleProcessIter(_CountsFailures, _StatefulSingleProcessDataLoaderIter):
     ) -> None:
         self._isolation = isolation
         super().__init__(view, state)
+        # DataLoader's fetcher calls iter(dataset) when the iterator is made; the
+        # wrapper's iterator defers it to its first unit: start that unit now.
+        start = getattr(
+            getattr(self._dataset_fetcher, "dataset_iter", None), "start_pass_now", None
+        )
+        if start is not None:
+            start()
 
     def _next_data(self) -> Any:
         with self._isolation:

@@ -173,6 +173,7 @@ class PassCursor:
         offset_after: Callable[[Pass, int], int] | None = None,
         dataset_state: Callable[[], Any] | None = None,
         end_workers: Callable[[], Any] | None = None,
+        started_with_state: bool = False,
     ) -> LoaderState:
         """The position as a state.
 
@@ -194,6 +195,10 @@ class PassCursor:
                 a dataset with its own state (None where there is none to carry, or
                 it is not exact); called only outside a pass's batches: at its end,
                 or before its first batch.
+            started_with_state: the running pass was started when its iterator was
+                made (``num_workers=0``, an iterable dataset), nothing was pulled from
+                it yet, and the user's iterator holds a state of its own: the worker
+                part carries it, as it does once batches were handed out.
         """
         workers: Any = None
         offset: int | None = None
@@ -220,7 +225,7 @@ class PassCursor:
             position, done = _handed_out(current, yielded, others)
             if offset_after is not None:
                 offset = offset_after(current, yielded)
-            if workers_hold_state and position and not finished:
+            if workers_hold_state and (position or started_with_state) and not finished:
                 workers = worker_state()
             elif (finished or not position) and end_workers is not None:
                 workers = end_workers()
@@ -291,7 +296,15 @@ class PassCursor:
         # Worker state is needed mid-pass where workers hold state, and only there; at
         # a pass's end, or before its first batch, it may carry persistent workers'
         # copies of the dataset.
-        copies = workers is not None and (saved["finished"] or saved["position"] == 0)
+        # In-process (num_workers=0), before a pass's first batch: the state of the
+        # user's iterator, made when the loader's iterator was.
+        ahead = (
+            workers is not None
+            and not saved["num_workers"]
+            and saved["position"] == 0
+            and not saved["finished"]
+        )
+        copies = workers is not None and not ahead and (saved["finished"] or saved["position"] == 0)
         if copies and not keeps_copies:
             raise StateMismatchError(
                 "cannot resume: the state was taken outside an epoch's batches with "
@@ -303,7 +316,7 @@ class PassCursor:
                 {"persistent workers keeping the dataset's state": (True, False)},
             )
         needed = workers_hold_state and saved["position"] > 0 and not saved["finished"]
-        if (workers is not None) != needed and not copies:
+        if (workers is not None) != needed and not copies and not (ahead and workers_hold_state):
             raise StateMismatchError(
                 "cannot resume: the state "
                 f"{'carries' if workers is not None else 'lacks'} worker state, which this "

@@ -34,7 +34,13 @@ from reproloader._runtime.isolation import Isolation
 from reproloader._runtime.producer import Plan, search, search_from
 from reproloader._runtime.rngs import GlobalRngs
 from reproloader._runtime.units import SamplerRngs, UnitSampler, describe_sampler, fast_mode
-from reproloader._runtime.wrappers import IterableWrapper, MapWrapper, WorkerInit, stateful
+from reproloader._runtime.wrappers import (
+    IterableWrapper,
+    MapWrapper,
+    UnitIterator,
+    WorkerInit,
+    stateful,
+)
 from reproloader.config import ReproConfig
 from reproloader.distributed import ShardedSampler
 from reproloader.exceptions import StateError
@@ -105,9 +111,30 @@ class Machinery:
         dataset = loader.dataset
         if loader.num_workers or not stateful(dataset):
             return None
-        if self.iterable and not self._dataset_touched():
-            return None
+        if self.iterable:
+            running = self._started_ahead(loader)
+            if running is not None:
+                # iter(dataset) ran, no sample was pulled: the state the pass began
+                # with (a generator's __iter__ may need its first next for its own).
+                start = running.start_state
+                return None if start is None else lambda: start
+            if not self._dataset_touched():
+                return None
         return dataset.state_dict  # type: ignore[attr-defined,no-any-return]
+
+    def _started_ahead(self, loader: DataLoader[Any]) -> UnitIterator | None:
+        # The main process's pass over an iterable dataset, started when its iterator
+        # was made and not pulled from yet (None otherwise, or after a restore).
+        wrapper = self._main_wrapper
+        if wrapper is None or running_iterator(loader) is None:
+            return None
+        running = wrapper.running
+        return running if running is not None and running.before_first_next else None
+
+    def iterator_state_before_first_next(self, loader: DataLoader[Any]) -> bool:
+        """Whether a pass started ahead holds its iterator's own state (nothing pulled)."""
+        running = self._started_ahead(loader)
+        return running is not None and running.iterator_holds_state
 
     def _dataset_touched(self) -> bool:
         """Whether a pass here started the dataset, or a state was loaded into it."""

@@ -24,7 +24,7 @@ from reproloader.context import RngScope, WorkerContext
 from reproloader.exceptions import StateMismatchError
 from reproloader.seeding import Lane, Node, SeedTree, UnitStreams, unit_stream
 
-__all__ = ["Plan", "Producer", "search"]
+__all__ = ["Plan", "Producer", "Suspended", "search"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,20 @@ def search_from(dataset: object, collate_fn: object, budget: int) -> Discovery:
     if collate_fn is not None:
         roots["collate_fn"] = collate_fn
     return discover(roots, budget)
+
+
+@dataclass(frozen=True)
+class Suspended:
+    """A unit put aside mid-way by :meth:`Producer.suspend`: where its RNGs stood."""
+
+    globals: Any
+    rng: Any
+    attributes: tuple[AttributeRngs, list[Any]]
+    key: npt.NDArray[np.uint64] | None
+    unit: int
+    epoch: int
+    batch_index: int | None
+    sample_index: int | None
 
 
 class Producer:
@@ -199,6 +213,41 @@ class Producer:
         self._sample_index = sample_index
         self._context = None
         _context._activate(self)
+
+    def suspend(self) -> Suspended:
+        """Put the running unit aside, to :meth:`resume` it in a later window.
+
+        In the main process each window gives the caller's RNG states back when it
+        closes: a unit begun in one window (a pass's first, whose ``iter(dataset)``
+        runs when the iterator is made) continues in the next from where its RNGs
+        stood, not from a reseed.
+        """
+        return Suspended(
+            globals=self._globals.save(),
+            rng=None if self._rng is None else dump_rng(self._rng),
+            attributes=self.hold_attributes(),
+            key=self._key,
+            unit=self._unit,
+            epoch=self._epoch,
+            batch_index=self._batch_index,
+            sample_index=self._sample_index,
+        )
+
+    def resume(self, suspended: Suspended) -> None:
+        """Continue the unit :meth:`suspend` put aside, whatever ran in between."""
+        self._globals.restore(suspended.globals)
+        self.release_attributes(suspended.attributes)
+        self._key, self._unit = suspended.key, suspended.unit
+        if suspended.rng is not None:
+            load_rng(self.rng, suspended.rng)
+        elif self._rng is not None and self._key is not None:
+            # Handed out since, by another unit: back to where this unit's starts.
+            self._streams.position(self._rng.bit_generator, self._key, self._unit, Lane.RNG)  # type: ignore[arg-type]
+        self.at(
+            epoch=suspended.epoch,
+            batch_index=suspended.batch_index,
+            sample_index=suspended.sample_index,
+        )
 
     @property
     def rng(self) -> np.random.Generator:

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, IterableDataset
 from reproloader._runtime.bridge import show_user_dataset_to_worker
 from reproloader._runtime.datapipes import is_datapipe, start_pass
 from reproloader._runtime.lifetime import die_with_parent
-from reproloader._runtime.producer import Plan, Producer
+from reproloader._runtime.producer import Plan, Producer, Suspended
 from reproloader.exceptions import ConfigError, StateError
 from reproloader.seeding import worker_init_stream
 
@@ -178,6 +178,8 @@ class IterableWrapper(_Wrapper, IterableDataset[Any]):
         # Whether the dataset may hold a state of its own here: this process called
         # its __iter__, or gave it a state (a persistent worker's copy, a loaded one).
         self.touched = False
+        # The pass's iterator in this process (the main process: one per wrapper).
+        self.running: UnitIterator | None = None
 
     @property
     def holds_state(self) -> bool:
@@ -205,16 +207,20 @@ class IterableWrapper(_Wrapper, IterableDataset[Any]):
             epoch, serial = self._shared.tolist()
         else:
             epoch, serial = self.epoch, self.serial
-        return UnitIterator(self, epoch, serial)
+        running = self.running = UnitIterator(self, epoch, serial)
+        return running
 
 
 class UnitIterator(Iterator[Any]):
     """One worker's pass over an iterable dataset, reseeding where units start.
 
-    The user's ``iter(dataset)`` is called at the first ``next``, after the first
-    unit's reseed, so randomness in ``__iter__`` (shuffling shards, say) belongs to
-    that unit. ``position`` counts the pulls from the user's iterator in this pass,
-    those that raised included: a unit's randomness is keyed by it.
+    The user's ``iter(dataset)`` is called inside the first unit, after its reseed,
+    so randomness in ``__iter__`` (shuffling shards, say) belongs to that unit: in a
+    worker at the first ``next``; in the main process when the loader's iterator is
+    made (:meth:`start_pass_now`, as DataLoader calls it), the unit then continuing
+    at the first ``next`` from where ``__iter__`` left its RNGs. ``position`` counts
+    the pulls from the user's iterator in this pass, those that raised included: a
+    unit's randomness is keyed by it.
 
     A fetch that raises mid-batch loses no sample: the ones it had pulled are handed
     out first in the next batch (torch's fetcher drops them).
@@ -239,9 +245,52 @@ class UnitIterator(Iterator[Any]):
         # user's iterator ran out (then the state is the one the pass left).
         self._start_user: Any = None
         self._exhausted = False
+        # The first unit, begun when the pass was started ahead of its first ``next``.
+        self._suspended: Suspended | None = None
 
     def __iter__(self) -> UnitIterator:
         return self
+
+    def _start(self, *, ahead: bool = False) -> Iterator[Any]:
+        # The pass's first unit, and the user's iter(dataset) inside it. The dataset's
+        # own state as the pass began is kept for replay, and for a state taken
+        # before the first next of a pass started ahead.
+        wrapper = self._wrapper
+        producer = wrapper.producer()
+        producer.enter_epoch(self.epoch)
+        producer.enter_unit(self.epoch, self.serial, batch=0, sample=0)
+        if (ahead or wrapper.plan.iterable_resume == "replay") and wrapper.holds_state:
+            self._start_user = wrapper.user_state()
+        it = self._it = wrapper.start(self.epoch)
+        return it
+
+    def start_pass_now(self) -> None:
+        """Call the user's ``iter(dataset)`` now, as DataLoader does when its iterator is made.
+
+        Called in the main process, inside the loader's window, once a restore (if
+        any) is done; a pass a restore already started is left as it is. The first
+        unit is put aside and continues at the first ``next``, so the pass draws what
+        it draws when ``__iter__`` runs at the first ``next`` (as in a worker).
+        """
+        if self._it is not None or self._carried or self.position:
+            return
+        self._start(ahead=True)
+        self._suspended = self._wrapper.producer().suspend()
+
+    @property
+    def before_first_next(self) -> bool:
+        """Whether the pass was started ahead and nothing was pulled from it yet."""
+        return self._suspended is not None
+
+    @property
+    def iterator_holds_state(self) -> bool:
+        """Whether the user's iterator of this pass has its own ``state_dict``."""
+        return self._it is not None and stateful(self._it)
+
+    @property
+    def start_state(self) -> Any:
+        """The dataset's own state as the pass began, where it had one here (or None)."""
+        return self._start_user
 
     def __next__(self) -> Any:
         wrapper = self._wrapper
@@ -258,11 +307,10 @@ class UnitIterator(Iterator[Any]):
         it = self._it
         batch = position // batch_size
         if it is None:
-            producer.enter_epoch(self.epoch)
-            producer.enter_unit(self.epoch, self.serial, batch=0, sample=0)
-            if wrapper.plan.iterable_resume == "replay" and wrapper.holds_state:
-                self._start_user = wrapper.user_state()
-            it = self._it = wrapper.start(self.epoch)
+            it = self._start()
+        elif self._suspended is not None:  # the first unit, begun by start_pass_now
+            producer.resume(self._suspended)
+            self._suspended = None
         elif wrapper.plan.scope == "batch" and position % batch_size:
             producer.at(epoch=self.epoch, batch_index=batch)  # inside a batch
         else:
@@ -294,6 +342,13 @@ class UnitIterator(Iterator[Any]):
         if self._it is None and not self._carried:
             if wrapper.holds_state:
                 kind, user = "dataset", wrapper.user_state()
+        elif self._suspended is not None and not replay:
+            # Started ahead, nothing pulled: iter(dataset) ran (a generator's body has
+            # not), so ask its iterator, or keep the dataset's state as the pass began.
+            if stateful(self._it):
+                user, kind = self._it.state_dict(), "iterator"  # type: ignore[union-attr]
+            elif self._start_user is not None:
+                kind, user = "dataset", self._start_user
         elif replay:
             # A position: load_state_dict replays the pass up to it, from the dataset's
             # own state as the pass began, if it had one; once the pass ran out, that
@@ -370,11 +425,15 @@ class UnitIterator(Iterator[Any]):
             producer.enter_unit(self.epoch, self.serial, batch=0, sample=0)
             if kind == "dataset":
                 wrapper.dataset.load_state_dict(state["user"])
-                self._it = wrapper.start(self.epoch)
-            else:
-                it: Any = wrapper.start(self.epoch)
+            it: Any = wrapper.start(self.epoch)
+            if position == 0:
+                # Taken after iter() ran, before the first next: the first unit goes
+                # on from where iter() left its RNGs (not from what a user's state
+                # holds of the global RNGs: the caller's, outside the loader's window).
+                self._suspended = producer.suspend()
+            if kind == "iterator":
                 it.load_state_dict(state["user"])
-                self._it = it
+            self._it = it
             self._restored = (kind, state["user"])
         else:
             self._it, self.position = None, 0

@@ -123,3 +123,115 @@ def test_worker_scope_with_a_dataset_shared_by_two_zipped_loaders_is_exact(
     assert same([alone[0], alone[1]], [[a for a, _ in zipped], [b for _, b in zipped]]), (
         "zipped loaders over one dataset differ from each alone"
     )
+
+
+class EagerStart(IterableDataset[torch.Tensor]):
+    """Draws its order in ``__iter__`` itself (not a generator), from every source at once.
+
+    Counts its ``__iter__`` calls; with ``workers`` the order is split between them.
+    """
+
+    def __init__(self, n: int = 24, *, context: bool = True) -> None:
+        self.n = n
+        self.context = context
+        self.iter_calls = 0
+
+    def __iter__(self) -> Any:
+        import random
+
+        from reproloader import get_context
+
+        self.iter_calls += 1
+        order = torch.randperm(self.n).tolist()
+        shift = random.random() + np.random.random()
+        if self.context:
+            shift += get_context().rng.random()
+        info = get_worker_info()
+        if info is not None:
+            order = order[info.id :: info.num_workers]
+        # Each sample draws again, so the first unit's RNGs must go on from where
+        # __iter__ left them.
+        return (
+            torch.tensor([float(x), shift, torch.rand(()).item()], dtype=torch.float64)
+            for x in order
+        )
+
+
+def test_iter_of_an_iterable_dataset_runs_when_the_iterator_is_made_as_in_dataloader() -> None:
+    # DataLoader (and StatefulDataLoader) call iter(dataset) when their iterator is
+    # made; so does ReproLoader in the main process.
+    for loader_class in (torch.utils.data.DataLoader, ReproLoader):
+        dataset = EagerStart(context=False)
+        loader = loader_class(dataset, batch_size=4)
+        it = iter(loader)
+        assert dataset.iter_calls == 1, loader_class
+        list(it)
+        assert dataset.iter_calls == 1, loader_class
+
+
+@pytest.mark.parametrize("scope", ["batch", "sample", "worker"])
+def test_randomness_drawn_in_iter_belongs_to_the_first_unit_with_or_without_workers(
+    scope: str,
+) -> None:
+    # With num_workers=0 iter(dataset) runs when the iterator is made, in a window of
+    # its own: the first unit goes on at the first batch from where __iter__ left its
+    # RNGs, as in a worker where both happen at the first batch. The caller's draws in
+    # between neither see the loader's states nor change them.
+    config = {"rng_scope": scope}
+    in_worker = list(make(EagerStart(), num_workers=1, config=config))
+    torch.manual_seed(5)
+    expected_caller = torch.rand(3)
+    loader = make(EagerStart(), num_workers=0, config=config)
+    torch.manual_seed(5)
+    it = iter(loader)
+    caller = torch.rand(3)
+    in_main = list(it)
+    assert torch.equal(caller, expected_caller)
+    assert same([in_worker], [in_main])
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("interrupt", [0, 1, 5])
+def test_a_state_of_a_dataset_that_is_its_own_iterator_resumes_even_right_after_iter(
+    shuffle: bool, interrupt: int
+) -> None:
+    # torchdata's TestStatefulDataLoaderIterable2: the dataset is its own iterator and
+    # does not rewind; the state is taken after `interrupt` batches (0: right after
+    # iter(loader)), the pass exhausts the object, and a second loader over the same
+    # object resumes from the state.
+    from collections.abc import Iterator
+
+    class OwnIterator(IterableDataset[int], Iterator[int]):
+        def __init__(self) -> None:
+            self.i = 0
+            self.iter_calls = 0
+
+        def __iter__(self) -> OwnIterator:
+            self.iter_calls += 1
+            return self
+
+        def __next__(self) -> int:
+            if self.i >= 20:
+                raise StopIteration
+            self.i += 1
+            return int(torch.randint(100, ()).item()) if shuffle else self.i - 1
+
+        def state_dict(self) -> dict[str, int]:
+            return {"i": self.i}
+
+        def load_state_dict(self, state: dict[str, int]) -> None:
+            self.i = state["i"]
+
+    dataset = OwnIterator()
+    loader = ReproLoader(dataset, batch_size=None, seed=3)
+    it = iter(loader)
+    for _ in range(interrupt):
+        next(it)
+    state = loader.state_dict()
+    expected = list(it)
+    assert len(expected) == 20 - interrupt
+    resumed = ReproLoader(dataset, batch_size=None, seed=3)
+    resumed.load_state_dict(state)
+    calls = dataset.iter_calls
+    assert list(resumed) == expected
+    assert dataset.iter_calls == calls + 1  # once per pass, resumed or not

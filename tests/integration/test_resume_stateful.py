@@ -60,7 +60,7 @@ def test_an_iterable_datasets_state_dict_is_asked_for_only_after_its_iter(
 
     assert_resume_matches(make, stop_at=[0, 1, 2, 4])
     loader = make()
-    iter(loader)  # an iterator, but no batch yet: the dataset's __iter__ has not run
+    iter(loader)  # an iterator, no batch yet: __iter__ made a generator whose body has not run
     assert loader.state_dict()["position"] == 0
 
 
