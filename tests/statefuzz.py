@@ -205,9 +205,12 @@ CONFIGS: tuple[Config, ...] = (
     ),
 )
 
-# (name, batches handed out, taken after the loop ended): 0, 1, mid, end, finished.
+# (name, batches handed out, taken after the loop ended): 0 (before iter(loader), and
+# right after it), 1, mid, end, finished.
+AFTER_ITER = "after-iter"
 STOPS: tuple[tuple[str, int, bool], ...] = (
     ("start", 0, False),
+    (AFTER_ITER, 0, False),
     ("after-1", 1, False),
     ("mid", 3, False),
     ("end", 6, False),
@@ -487,12 +490,15 @@ def baselines(
 
         def take(loader: ReproLoader[Any], count: int, after_loop: bool) -> None:
             for name, stop, after in stops:
-                if stop == count and after == after_loop:
+                if stop == count and after == after_loop and name != AFTER_ITER:
                     taken[name] = through_torch_save(loader.state_dict())
 
         reference: list[Any] = []
         take(loader, 0, False)
-        for batch in loader:
+        it = iter(loader)
+        if any(name == AFTER_ITER for name, _, _ in stops):
+            taken[AFTER_ITER] = through_torch_save(loader.state_dict())
+        for batch in it:
             reference.append(batch)
             take(loader, len(reference), False)
         take(loader, len(reference), True)
