@@ -94,14 +94,14 @@ def by_setting(reps: int) -> list[dict[str, Any]]:
         p = producer(globals_)
 
         def begin(i: int, p: Producer = p) -> None:
-            p.begin(Purpose.SAMPLE, (0,), i, epoch=0, batch_index=0)
+            p.begin((Purpose.SAMPLE, 0), i, epoch=0, batch_index=0)
 
         b = producer(globals_, "batch")
         isolation = Isolation(GlobalRngs(globals_), swap=False, clears_context=True)
 
         def window(i: int, b: Producer = b, isolation: Isolation = isolation) -> None:
             with isolation:
-                b.begin(Purpose.BATCH, (0, 0), i, epoch=0, batch_index=i)
+                b.begin((Purpose.BATCH, 0, 0), i, epoch=0, batch_index=i)
 
         rows.append(
             {
@@ -152,7 +152,7 @@ def components(reps: int) -> list[dict[str, Any]]:
         "torch: get_state + set_state": lambda: generator.set_state(generator.get_state()),
         "window lock: acquire + release": lambda: (WINDOW_LOCK.acquire(), WINDOW_LOCK.release()),
         "Producer.begin bookkeeping (no RNG reseeded)": lambda: none.begin(
-            Purpose.BATCH, (0, 0), 1, epoch=0, batch_index=1
+            (Purpose.BATCH, 0, 0), 1, epoch=0, batch_index=1
         ),
     }
     rows = []

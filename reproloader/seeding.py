@@ -30,11 +30,13 @@ entry.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from reproloader._runtime.philox import key_words, philox_mover
 from reproloader._runtime.shuffle import permuted, round_keys
 
 __all__ = [
@@ -219,7 +221,7 @@ class UnitStreams:
     state assignment and no allocation.
     """
 
-    __slots__ = ("_counter", "_key", "_last_key", "_scratch", "_state")
+    __slots__ = ("_counter", "_key", "_key_words", "_last_key", "_movers", "_scratch", "_state")
 
     def __init__(self) -> None:
         self._counter = np.zeros(4, dtype=np.uint64)
@@ -234,6 +236,9 @@ class UnitStreams:
         }
         self._scratch = np.random.Philox(key=0)
         self._last_key: npt.NDArray[np.uint64] | None = None
+        # Per generator: its mover through raw memory, or None (the setter is used).
+        self._movers: dict[int, Callable[[memoryview, int, int], None] | None] = {}
+        self._key_words = key_words(self._key)
 
     def position(
         self, bit_generator: np.random.Philox, key: npt.NDArray[np.uint64], unit: int, lane: Lane
@@ -242,6 +247,18 @@ class UnitStreams:
         if key is not self._last_key:  # keys are cached read-only arrays: identity is equality
             self._key[:] = key
             self._last_key = key
+        movers = self._movers
+        ident = id(bit_generator)
+        if ident in movers:
+            move = movers[ident]
+        else:
+            if len(movers) > 8:  # generators handed out and dropped: forget them
+                movers.clear()
+            # (A mover keeps its generator alive, so the id stays its own.)
+            move = movers[ident] = philox_mover(bit_generator)
+        if move is not None:
+            move(self._key_words, unit, lane)
+            return
         self._counter[2] = unit
         self._counter[3] = lane
         bit_generator.state = self._state

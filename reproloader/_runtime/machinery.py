@@ -104,9 +104,11 @@ class Machinery:
         epoch's end is the next epoch's start (an epoch counter an iterable dataset
         keeps, say; mid-pass, an iterable dataset's state is its iterator's, in the
         workers' part). An iterable dataset is asked only once its ``__iter__`` ran
-        here, or a state was loaded into it, as StatefulDataLoader asks: its
-        ``__iter__`` runs at a pass's first batch, so until then (a state taken right
-        after ``iter(loader)``) it holds what the previous pass left.
+        here, or a state was loaded into it, as StatefulDataLoader asks. Its
+        ``__iter__`` runs when the iterator is made; until the first batch (a state
+        taken right after ``iter(loader)``) the state is the one the pass began with
+        (a generator's body has not run: its own state may not exist yet), and the
+        user's iterator, where it has a state, is in the workers' part.
         """
         dataset = loader.dataset
         if loader.num_workers or not stateful(dataset):
