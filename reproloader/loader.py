@@ -332,7 +332,9 @@ class ReproLoader(BridgedLoader[_T_co]):
         )
         if state["workers"] is None:
             machinery.warn_if_workers_kept_dataset_state(self)
-        return dict(state)
+        # The caller's to keep or change (DCP loads in place): nothing in it is shared
+        # with the loader or torchdata's worker snapshots.
+        return copy.deepcopy(dict(state))
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Continue from a :meth:`state_dict` taken from a loader built the same way.
@@ -352,6 +354,8 @@ class ReproLoader(BridgedLoader[_T_co]):
         """
         machinery = self._machinery
         identity = machinery.identity(self)
+        # Nothing the loader keeps may change when the caller reuses its dict.
+        state_dict = copy.deepcopy(state_dict)
         adopted = self._seed_to_adopt(state_dict, identity)
         if adopted is not None:
             identity["seed"] = adopted

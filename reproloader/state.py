@@ -261,7 +261,8 @@ def check_fields(
     here = saved_world_size if world_size is None else world_size
     _int(state["num_workers"], "num_workers")
     _int(state["epoch"], "epoch", 0, 2**32)
-    position = _int(state["position"], "position")
+    # (Batches: a sampler is skipped with islice, whose limit is 2**63 - 1.)
+    position = _int(state["position"], "position", 0, 2**63)
     finished = _bool(state["finished"], "finished")
     _int(state["serial"], "serial")
     offset = state["offset"]
@@ -349,6 +350,19 @@ def check_workers(
         _fail("workers.workers", f"a list of {len(ids)} worker parts", parts)
     for i, worker in enumerate(parts):
         _check_worker(worker, f"workers.workers[{i}]", i, state, stateful_dataset, dataset_rngs)
+    if state["rng_scope"] == "worker" and state["sampler"] != "iterable" and not w["ended"]:
+        # Map-style tasks go to the workers in turn, so the first batches of a pass
+        # came from workers 0, 1, ...: each of those holds this pass's stream as of
+        # the workers' snapshot (without it the worker would start the stream afresh).
+        for i in range(min(yielded - since, len(ids))):
+            stream = parts[i]["map"]["stream"]
+            if stream is None or stream["stream"] != [state["epoch"], state["serial"]]:
+                _fail(
+                    f"workers.workers[{i}].map.stream",
+                    f"the stream of pass [{state['epoch']}, {state['serial']}] (worker {i} "
+                    "produced a batch of it)",
+                    stream,
+                )
     # An iterable dataset's workers pulled at most a batch's samples for each batch
     # consumed (a position past that would replay beyond the stream's end).
     pulls = [w["iterable"]["position"] for w in parts if w["iterable"] is not None]

@@ -22,7 +22,7 @@ from reproloader.state import (
     check_workers,
     upgrade,
 )
-from tests.datasets import AllSources, Curriculum, GlobalDraws, InitGenerator, Stream
+from tests.datasets import AllSources, Curriculum, GlobalDraws, InitGenerator, Stream, same
 
 
 def loader(**kwargs: Any) -> ReproLoader[Any]:
@@ -408,7 +408,8 @@ def refused(call: Any, *args: Any, **kwargs: Any) -> StateFieldError:
         ({"num_workers": -1}, "num_workers", "an int in [0, inf)"),
         ({"epoch": 2**32}, "epoch", "an int in [0, 4294967296)"),
         ({"epoch": -1}, "epoch", "an int in [0, 4294967296)"),
-        ({"position": -1}, "position", "an int in [0, inf)"),
+        ({"position": -1}, "position", f"an int in [0, {2**63})"),
+        ({"position": 2**70}, "position", f"an int in [0, {2**63})"),
         ({"finished": "no"}, "finished", "True or False"),
         ({"serial": -1}, "serial", "an int in [0, inf)"),
         ({"offset": 101}, "offset", "an int in [0, 101)"),
@@ -878,6 +879,71 @@ def test_a_worker_scope_stream_without_a_state_for_a_dataset_rng_is_refused_at_l
     error = refused(loader.load_state_dict, state)
     assert error.path == "workers.workers[0].map.stream.attributes"
     assert "missing: ['dataset.rng']" in str(error)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("damage", ["none", "another pass"])
+def test_a_worker_scope_stream_of_a_worker_that_produced_is_required_at_load(
+    num_workers: int, damage: str
+) -> None:
+    # Found by the state fuzz: a worker that handed out a batch of this pass but whose
+    # stream was None resumed from a fresh stream, silently other batches.
+    def make() -> ReproLoader[Any]:
+        return ReproLoader(
+            InitGenerator(16),
+            batch_size=2,
+            num_workers=num_workers,
+            seed=6,
+            config={"rng_scope": "worker"},
+        )
+
+    source = make()
+    it = iter(source)
+    for _ in range(3):
+        next(it)
+    state = source.state_dict()
+    part = state["workers"]["workers"][0]["map"]
+    if damage == "none":
+        part["stream"] = None
+    else:
+        part["stream"]["stream"] = [state["epoch"], state["serial"] + 1]
+    error = refused(make().load_state_dict, state)
+    assert error.path.startswith("workers.workers[0].map.stream")
+    untouched = make()
+    untouched.load_state_dict(source.state_dict())  # the undamaged state still loads
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_state_shares_nothing_with_the_loader_either_way(num_workers: int) -> None:
+    # A state handed out, or loaded, is the caller's: changing it afterwards (DCP loads
+    # in place into the dict it is given) changes neither the loader's next state nor
+    # what a loaded loader resumes. (With workers the worker part came straight from
+    # torchdata's snapshots.)
+    def make() -> ReproLoader[Any]:
+        return ReproLoader(
+            InitGenerator(16),
+            batch_size=2,
+            num_workers=num_workers,
+            seed=6,
+            config={"rng_scope": "worker"},
+        )
+
+    source = make()
+    it = iter(source)
+    for _ in range(3):
+        next(it)
+    state = source.state_dict()
+    kept = copy.deepcopy(state)
+    state["workers"]["workers"][0]["map"]["stream"] = None
+    again = source.state_dict()["workers"]["workers"][0]["map"]["stream"]
+    assert again is not None
+    assert again["stream"] == kept["workers"]["workers"][0]["map"]["stream"]["stream"]
+    loaded = make()
+    loaded.load_state_dict(kept)
+    kept["workers"]["workers"][0]["map"]["stream"] = None
+    reference = make()
+    reference.load_state_dict(source.state_dict())
+    assert same([list(loaded)], [list(reference)])
 
 
 @pytest.fixture(scope="module")
