@@ -62,6 +62,18 @@ def _raw_mover(bit_generator: np.random.Philox) -> Callable[[memoryview, int, in
     return move
 
 
+def _setter_state(counter: Any, key: Any) -> Any:
+    # What the public setter is given: at a counter, under a key, with an empty buffer.
+    return {
+        "bit_generator": "Philox",
+        "state": {"counter": counter, "key": key},
+        "buffer": np.zeros(4, dtype=np.uint64),
+        "buffer_pos": 4,
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+
+
 @functools.cache
 def _layout_checked() -> bool:
     try:
@@ -77,17 +89,9 @@ def _check() -> bool:
     a, b = np.random.Philox(key=1), np.random.Philox(key=2)
     generator_b = np.random.Generator(b)
     # Read: the counter and key the views show are the public state's.
-    a.state = {
-        "bit_generator": "Philox",
-        "state": {
-            "counter": rng.integers(0, 2**63, 4, dtype=np.uint64),
-            "key": rng.integers(0, 2**63, 2, dtype=np.uint64),
-        },
-        "buffer": np.zeros(4, dtype=np.uint64),
-        "buffer_pos": 4,
-        "has_uint32": 0,
-        "uinteger": 0,
-    }
+    a.state = _setter_state(
+        rng.integers(0, 2**63, 4, dtype=np.uint64), rng.integers(0, 2**63, 2, dtype=np.uint64)
+    )
     a.random_raw(1)
     np.random.Generator(a).integers(0, 2**32, dtype=np.uint32)
     counter, key, head = _views(a)
@@ -108,17 +112,7 @@ def _check() -> bool:
     new_key = rng.integers(0, 2**63, 2, dtype=np.uint64)
     _raw_mover(b)(key_words(new_key), 12345, 7)
     reference = np.random.Philox(key=0)
-    reference.state = {
-        "bit_generator": "Philox",
-        "state": {
-            "counter": np.array([0, 0, 12345, 7], dtype=np.uint64),
-            "key": new_key,
-        },
-        "buffer": np.zeros(4, dtype=np.uint64),
-        "buffer_pos": 4,
-        "has_uint32": 0,
-        "uinteger": 0,
-    }
+    reference.state = _setter_state(np.array([0, 0, 12345, 7], dtype=np.uint64), new_key)
     got, want = b.state, reference.state
     same_state = (
         list(got["state"]["counter"]) == list(want["state"]["counter"])

@@ -853,6 +853,26 @@ def test_a_dataset_state_in_a_state_saved_with_workers_is_refused() -> None:
     assert error.path == "dataset"
 
 
+def _worker_scope_loader(num_workers: int) -> ReproLoader[Any]:
+    # A dataset holding an RNG object, in worker scope: its state carries streams.
+    return ReproLoader(
+        InitGenerator(16),
+        batch_size=2,
+        num_workers=num_workers,
+        seed=6,
+        config={"rng_scope": "worker"},
+    )
+
+
+def _worker_scope_state_after(num_workers: int, batches: int) -> tuple[Any, dict[str, Any]]:
+    """A worker-scope loader after ``batches`` batches, and its state then."""
+    source = _worker_scope_loader(num_workers)
+    it = iter(source)
+    for _ in range(batches):
+        next(it)
+    return source, source.state_dict()
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_a_worker_scope_stream_without_a_state_for_a_dataset_rng_is_refused_at_load(
     num_workers: int,
@@ -860,18 +880,9 @@ def test_a_worker_scope_stream_without_a_state_for_a_dataset_rng_is_refused_at_l
     # Every process's copy of the dataset has the RNG objects found on it here; a stream
     # without a state for one would otherwise be refused only inside a worker, later.
     def make() -> ReproLoader[Any]:
-        return ReproLoader(
-            InitGenerator(16),
-            batch_size=2,
-            num_workers=num_workers,
-            seed=6,
-            config={"rng_scope": "worker"},
-        )
+        return _worker_scope_loader(num_workers)
 
-    source = make()
-    it = iter(source)
-    next(it)
-    state = source.state_dict()
+    _, state = _worker_scope_state_after(num_workers, 1)
     stream = state["workers"]["workers"][0]["map"]["stream"]
     assert sorted(stream["attributes"]) == ["dataset.rng"]
     stream["attributes"] = {}
@@ -889,19 +900,9 @@ def test_a_worker_scope_stream_of_a_worker_that_produced_is_required_at_load(
     # Found by the state fuzz: a worker that handed out a batch of this pass but whose
     # stream was None resumed from a fresh stream, silently other batches.
     def make() -> ReproLoader[Any]:
-        return ReproLoader(
-            InitGenerator(16),
-            batch_size=2,
-            num_workers=num_workers,
-            seed=6,
-            config={"rng_scope": "worker"},
-        )
+        return _worker_scope_loader(num_workers)
 
-    source = make()
-    it = iter(source)
-    for _ in range(3):
-        next(it)
-    state = source.state_dict()
+    source, state = _worker_scope_state_after(num_workers, 3)
     part = state["workers"]["workers"][0]["map"]
     if damage == "none":
         part["stream"] = None
@@ -920,19 +921,9 @@ def test_a_state_shares_nothing_with_the_loader_either_way(num_workers: int) -> 
     # what a loaded loader resumes. (With workers the worker part came straight from
     # torchdata's snapshots.)
     def make() -> ReproLoader[Any]:
-        return ReproLoader(
-            InitGenerator(16),
-            batch_size=2,
-            num_workers=num_workers,
-            seed=6,
-            config={"rng_scope": "worker"},
-        )
+        return _worker_scope_loader(num_workers)
 
-    source = make()
-    it = iter(source)
-    for _ in range(3):
-        next(it)
-    state = source.state_dict()
+    source, state = _worker_scope_state_after(num_workers, 3)
     kept = copy.deepcopy(state)
     state["workers"]["workers"][0]["map"]["stream"] = None
     again = source.state_dict()["workers"]["workers"][0]["map"]["stream"]
