@@ -45,13 +45,38 @@ class Tiny(Dataset[torch.Tensor]):
         return torch.full((8,), float(i))
 
 
+def _spin(steps: int) -> None:
+    for _ in range(steps):
+        pass
+
+
+def _steps_for(seconds: float) -> int:
+    # How many loop steps take ``seconds`` of CPU here (the best of a few tries).
+    steps = 100_000
+    best = min(_timed(steps) for _ in range(5))
+    return max(1, round(steps * seconds / best))
+
+
+def _timed(steps: int) -> float:
+    start = time.process_time()
+    _spin(steps)
+    return time.process_time() - start
+
+
 class Work(Tiny):
-    """About 0.2 ms of CPU work per sample, plus a few random draws (augmentation)."""
+    """About 0.2 ms of CPU work per sample, plus a few random draws (augmentation).
+
+    The work is a fixed number of loop steps, calibrated once: a fixed amount of CPU,
+    so ``--cpu-time`` measures it (a wall-clock busy-wait would charge whatever
+    preemption took to the sample).
+    """
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.steps = _steps_for(200e-6)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        end = time.perf_counter() + 200e-6
-        while time.perf_counter() < end:
-            pass
+        _spin(self.steps)
         return torch.full((8,), float(i)) + torch.rand(8) + float(np.random.random())
 
 

@@ -123,27 +123,29 @@ def components(reps: int) -> list[dict[str, Any]]:
     """Each operation of a unit and a window, alone."""
     streams = UnitStreams()
     key = SeedTree(0).key(Purpose.BATCH, 0, 0)
-    words = streams.words(key, 1, Lane.GLOBALS, 315)
+    words = streams.words(key, 1, Lane.GLOBALS, 627)
     py = PythonRandomState(random._inst)  # type: ignore[attr-defined]
     py_public = PythonRandomState(random._inst, raw=False)  # type: ignore[attr-defined]
     legacy = LegacyState(np.random.mtrand._rand)
     legacy_public = LegacyState(np.random.mtrand._rand, raw=False)
     generator = torch.default_generator
     seed = (int(words[0]) << 64) | int(words[1])
+    scratch = random.Random()
     py_snap, pyp_snap = py.save(), py_public.save()
     np_snap, npp_snap = legacy.save(), legacy_public.save()
     torch_snap = generator.get_state()
     none = producer(frozenset(), "batch")
     ops: dict[str, Callable[[], object]] = {
-        "seed words: move the Philox to the unit, draw 315 words": lambda: streams.words(
-            key, 1, Lane.GLOBALS, 315
+        "seed words: move the Philox to the unit, draw 627 words": lambda: streams.words(
+            key, 1, Lane.GLOBALS, 627
         ),
-        "python random: reseed (random.seed's init_by_array)": lambda: py.reseed(seed),
+        "python random: reseed (write 312 words)": lambda: py.reseed(words[315:]),
+        "... through random.seed's init_by_array (before)": lambda: scratch.seed(seed),
         "python random: save + restore, raw memory": lambda: py.restore(py.save()),
         "python random: save + restore, getstate/setstate": lambda: py_public.restore(
             py_public.save()
         ),
-        "numpy global: reseed (write 312 words)": lambda: legacy.reseed(words[3:]),
+        "numpy global: reseed (write 312 words)": lambda: legacy.reseed(words[3:315]),
         "numpy global: save + restore, raw memory": lambda: legacy.restore(legacy.save()),
         "numpy global: save + restore, get_state/set_state": lambda: legacy_public.restore(
             legacy_public.save()

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 FORMAT: Final = "reproloader.ReproLoader"
-VERSION: Final = 2
+VERSION: Final = 3
 
 RANKS_FORMAT: Final = "reproloader.ReproLoader/ranks"
 """The format of a state gathered from every rank (``distributed.gather_state``):
@@ -58,14 +58,15 @@ IDENTITY_FIELDS: Final = (
 
 
 class LoaderState(TypedDict):
-    """What ``ReproLoader.state_dict()`` returns (format version 2).
+    """What ``ReproLoader.state_dict()`` returns (format version 3).
 
     Version 2 has the fields of version 1; it marks the shuffle order of
-    :mod:`reproloader._runtime.shuffle` (see :func:`upgrade`).
+    :mod:`reproloader._runtime.shuffle`. Version 3 has version 2's fields; it marks
+    python random filled from a unit's words (see :func:`upgrade`).
 
     Attributes:
         format: always ``"reproloader.ReproLoader"``.
-        version: the format version, 2.
+        version: the format version, 3.
         seed: the loader's root seed.
         rng_scope: ``"batch"``, ``"sample"`` or ``"worker"``.
         reseed_globals: sorted names of the reseeded global RNGs.
@@ -480,15 +481,19 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
 
     Version 2 changed the shuffle order (a keyed bijection replaced a materialized
     permutation), seeds torch below 2**63, and gives the worker part a schema of its
-    own (a version-1 worker part, torchdata's layout, is converted). A version-1 state
-    taken mid-epoch of a shuffled sampler (``"shuffle"``, ``"shuffle(seed=...)"``,
-    ``"sharded, shuffle"``) or with torch reseeded is refused: the rest of its epoch
-    would not be what the release that saved it gives. Taken at an epoch's end or
-    before its first batch it loads; so does one whose epoch draws nothing changed.
+    own (a version-1 worker part, torchdata's layout, is converted). Version 3 fills
+    python random's state from a unit's words (it was ``random.seed``); its fields are
+    version 2's. A version-1 state taken mid-epoch of a shuffled sampler
+    (``"shuffle"``, ``"shuffle(seed=...)"``, ``"sharded, shuffle"``) or with torch
+    reseeded, and a version-1 or 2 state taken mid-epoch with python random reseeded,
+    is refused: the rest of its epoch would not be what the release that saved it
+    gives. Taken at an epoch's end or before its first batch it loads; so does one
+    whose epoch draws nothing changed.
 
     Raises:
         StateVersionError: not a ReproLoader state, from a newer release, or a
-            version-1 state mid-way through a shuffled epoch.
+            state of an older version mid-way through an epoch this release
+            draws differently.
     """
     if not isinstance(state, Mapping) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
@@ -510,14 +515,22 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
     missing = sorted(set(LoaderState.__annotations__) - set(state))
     if missing:
         raise StateVersionError(f"ReproLoader state (version {version}) lacks fields {missing}")
+    if version < VERSION:
+        _refuse_a_changed_epoch(state, version)
+    return {**state, "version": VERSION}  # type: ignore[typeddict-item]
+
+
+def _refuse_a_changed_epoch(state: Mapping[str, Any], version: int) -> None:
+    # An older state taken mid-epoch whose rest this release would draw differently.
+    sampler, epoch = state["sampler"], state["epoch"]
+    reseeded = state["reseed_globals"] or ()
+    mid_epoch = not state["finished"] and (state["position"] > 0 or bool(state["offset"]))
+    changes = []
     if version == 1:
-        sampler, epoch = state["sampler"], state["epoch"]
         shuffled = sampler in ("shuffle", "sharded, shuffle") or str(sampler).startswith(
             "shuffle(seed="
         )
-        torch_reseeded = "torch" in (state["reseed_globals"] or ())
-        mid_epoch = not state["finished"] and (state["position"] > 0 or bool(state["offset"]))
-        changes = []
+        torch_reseeded = "torch" in reseeded
         if shuffled:
             changes.append(
                 f"it was taken mid-way through epoch {epoch} of a shuffled sampler "
@@ -530,15 +543,21 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
                 "2 seeds torch below 2**63, so the rest of this epoch would draw other "
                 "torch values than the release that saved it"
             )
-        if changes and mid_epoch:
-            raise StateVersionError(
-                "cannot resume this state: it has format version 1 and "
-                + "; and ".join(changes)
-                + f". Finish epoch {epoch} with the reproloader release that wrote the "
-                "state and resume from a state taken at its end, or restart epoch "
-                f"{epoch}: call loader.set_epoch({epoch}) instead of load_state_dict."
-            )
-    return {**state, "version": VERSION}  # type: ignore[typeddict-item]
+    if "random" in reseeded:
+        changes.append(
+            f"it was taken mid-way through epoch {epoch} with python random reseeded; "
+            "version 3 fills python random's state from the unit's words instead of "
+            "random.seed, so the rest of this epoch would draw other python random "
+            "values than the release that saved it"
+        )
+    if changes and mid_epoch:
+        raise StateVersionError(
+            f"cannot resume this state: it has format version {version} and "
+            + "; and ".join(changes)
+            + f". Finish epoch {epoch} with the reproloader release that wrote the "
+            "state and resume from a state taken at its end, or restart epoch "
+            f"{epoch}: call loader.set_epoch({epoch}) instead of load_state_dict."
+        )
 
 
 def check_compatible(

@@ -20,9 +20,11 @@ two Mersenne Twister states (python's and numpy's, each 624 words and a position
 are copied as raw memory, through a ``memoryview`` of the C struct that holds them:
 0.1 us a copy. Where the struct is is checked once, against the public ``getstate``,
 and where that check fails (another Python, another numpy) the public calls are
-used, with identical results. Reseeding keeps the public algorithms where they
-define the stream (``random.seed(int)``'s ``init_by_array``, 4 us; torch's
-``manual_seed``, 1 us), so every stream stays what it was.
+used, with identical results. Reseeding fills both Mersenne Twisters from a unit's
+words as numpy seeds its own from a SeedSequence (624 words, the first one's top bit
+set, position at the end): a memory copy, where python's ``random.seed(int)``
+(``init_by_array``) took 4 us (state format version 3 made that change; see
+:meth:`PythonRandomState.reseed`). torch keeps its public ``manual_seed`` (1 us).
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ _MT_WORDS: Final = 624  # uint32 words of MT19937 state
 _MT_BYTES: Final = _MT_WORDS * 4
 _MT_SEED_WORDS: Final = _MT_WORDS // 2  # uint64 words that fill them
 _MT_MSB: Final = 0x80000000  # key[0] = MSB only, as numpy's own seeding does: never all zero
+_PY_AT: Final = 3 + _MT_SEED_WORDS  # where python random's words start in a GLOBALS stream
 _RNG_TYPES: Final = (np.random.Generator, np.random.RandomState, random.Random, torch.Generator)
 _RANDOM: Final[random.Random] = random._inst  # the instance behind random.random() etc.
-_seed_random: Final = _random.Random.seed
 _TORCH: Final = torch.default_generator
 
 
@@ -273,11 +275,12 @@ class PythonRandomState:
             calls (for tests).
     """
 
-    __slots__ = ("_bytes", "fast", "rng")
+    __slots__ = ("_bytes", "_words", "fast", "rng")
 
     def __init__(self, rng: random.Random, *, raw: bool = True) -> None:
         self.rng = rng
         self._bytes = _locate_random_struct(rng) if raw else None
+        self._words = None if self._bytes is None else _words_view(self._bytes)
         self.fast: Final = self._bytes is not None
 
     def save(self) -> Any:
@@ -296,13 +299,26 @@ class PythonRandomState:
         view[:] = snapshot[0]
         self.rng.gauss_next = snapshot[1]  # type: ignore[attr-defined]
 
-    def reseed(self, seed: int) -> None:
-        """Exactly ``rng.seed(seed)`` for an int ``seed``, without its Python wrapper.
+    def reseed(self, words: npt.NDArray[np.uint64]) -> None:
+        """Fill the whole Mersenne Twister from 312 contiguous words; clear ``gauss_next``.
 
-        ``Random.seed``'s wrapper costs 0.5 us of a 4 us call; its only other effect
-        on an int is clearing ``gauss_next``, done here.
+        The 624 32-bit halves become the state, the first with only its top bit set
+        (as ``random.seed`` and numpy's seeding leave it: never an all-zero state),
+        and the position is at the end, so the next draw twists them first. That is
+        what ``setstate`` with those words gives, through memory: 0.2 us, where
+        ``random.seed(int)`` ran ``init_by_array`` in 4 us (before state format
+        version 3, the unit's words were such an int).
         """
-        _seed_random(self.rng, seed)
+        view = self._bytes
+        if view is None:
+            key = words[:_MT_SEED_WORDS].view(np.uint32).tolist()
+            key[0] = _MT_MSB
+            self.rng.setstate((3, (*key, _MT_WORDS), None))
+            return
+        view[4:] = memoryview(words.data).cast("B")[:_MT_BYTES]
+        mt = self._words
+        mt[0] = _MT_WORDS  # the position (``int index``), then the state
+        mt[1] = _MT_MSB
         self.rng.gauss_next = None  # type: ignore[attr-defined]
 
     def to_plain(self, snapshot: Any) -> list[Any]:
@@ -325,8 +341,9 @@ class GlobalRngs:
     """The process-wide RNGs named in ``which``: reseed from words, save and restore.
 
     Word layout of a unit's ``Lane.GLOBALS`` stream (fixed, whatever ``which`` holds,
-    so enabling one RNG never changes another's values): ``[0:2]`` python random
-    (128 bits), ``[2]`` torch, ``[3:315]`` numpy's whole MT19937 state.
+    so enabling one RNG never changes another's values): ``[2]`` torch, ``[3:315]``
+    numpy's whole MT19937 state, ``[315:627]`` python random's. (``[0:2]`` seeded
+    python random through ``random.seed`` before state format version 3; unused.)
     """
 
     __slots__ = ("_numpy", "_random", "_torch", "n_words")
@@ -339,24 +356,23 @@ class GlobalRngs:
         self._random = PythonRandomState(_RANDOM) if "random" in which else None
         self._torch = "torch" in which
         self._numpy = LegacyState(np.random.mtrand._rand) if "numpy" in which else None
-        if self._numpy is not None:
-            self.n_words = 3 + _MT_SEED_WORDS
+        if self._random is not None:
+            self.n_words = _PY_AT + _MT_SEED_WORDS
+        elif self._numpy is not None:
+            self.n_words = _PY_AT
         else:
-            self.n_words = 3 if self._random is not None or self._torch else 0
+            self.n_words = 3 if self._torch else 0
 
     def reseed(self, words: npt.NDArray[np.uint64]) -> None:
         """Reseed from the first :attr:`n_words` words of a ``Lane.GLOBALS`` stream."""
-        py = self._random
-        if py is not None or self._torch:
-            w0, w1, w2 = words[:3].tolist()
-            if py is not None:
-                py.reseed((w0 << 64) | w1)
-            if self._torch:
-                # The top 63 bits: torch keeps seeds as int64 in places (a dataset that
-                # returns torch.initial_seed() must collate), as DataLoader's do.
-                _TORCH.manual_seed(w2 >> 1)
+        if self._torch:
+            # The top 63 bits: torch keeps seeds as int64 in places (a dataset that
+            # returns torch.initial_seed() must collate), as DataLoader's do.
+            _TORCH.manual_seed(int(words[2]) >> 1)
         if self._numpy is not None:
-            self._numpy.reseed(words[3:])
+            self._numpy.reseed(words[3:_PY_AT])
+        if self._random is not None:
+            self._random.reseed(words[_PY_AT:])
 
     def save(self) -> tuple[Any, Any, Any]:
         """Snapshot of the enabled RNGs, for :meth:`restore`."""

@@ -152,38 +152,54 @@ class UnitSampler(Iterable[Unit]):
         return units
 
     def _compute(self, current: Pass) -> Iterator[Unit]:
-        epoch, serial = current.epoch, current.serial
+        # The pass's units as a generator of the right kind (no extra layer per unit).
+        epoch, serial, start = current.epoch, current.serial, current.start
         if self._fast == "sharded":
             assert isinstance(self._sampler, ShardedSampler)
             batches = self._sampler.rank_batches(
                 epoch, current.rank, current.world_size, current.offset
             )
-            for k, batch in enumerate(batches, start=current.start):
-                yield epoch, serial, k, batch
-            return
+            return ((epoch, serial, k, batch) for k, batch in enumerate(batches, start=start))
         n = len(self._sampler)
-        order = range(n)
         bs = self._batch_size
-        if self._fast == "permutation":
-            # Positions of the epoch's shuffle order, computed for the batch alone.
-            assert isinstance(self._sampler, SeededRandomSampler)
-            indices = self._sampler.indices
-            if bs is None:
-                for block in range(current.start, n, BLOCK):
-                    chunk = indices(epoch, block, min(block + BLOCK, n)).tolist()
-                    for k, index in enumerate(chunk, start=block):
-                        yield epoch, serial, k, index
-                return
+        shuffled = self._fast == "permutation"
         if bs is None:
-            for k in range(current.start, n):
-                yield epoch, serial, k, k
-            return
+            if shuffled:
+                return self._shuffled_samples(epoch, serial, start, n)
+            return ((epoch, serial, k, k) for k in range(start, n))
         count = n // bs if self._drop_short else -(-n // bs)
-        for k in range(current.start, count):
-            if self._fast == "permutation":
-                yield epoch, serial, k, indices(epoch, k * bs, min((k + 1) * bs, n)).tolist()
-            else:
-                yield epoch, serial, k, list(order[k * bs : (k + 1) * bs])
+        if shuffled:
+            return self._shuffled_batches(epoch, serial, start, count, bs, n)
+        return (
+            (epoch, serial, k, list(range(k * bs, min((k + 1) * bs, n))))
+            for k in range(start, count)
+        )
+
+    def _shuffled_samples(self, epoch: int, serial: int, start: int, n: int) -> Iterator[Unit]:
+        # Without automatic batching: one unit per position, converted a block at a time.
+        assert isinstance(self._sampler, SeededRandomSampler)
+        order = self._sampler.order(epoch)
+        for block in range(start, n, BLOCK):
+            chunk = order.indices(block, min(block + BLOCK, n)).tolist()
+            for k, index in enumerate(chunk, start=block):
+                yield epoch, serial, k, index
+
+    def _shuffled_batches(
+        self, epoch: int, serial: int, start: int, count: int, bs: int, n: int
+    ) -> Iterator[Unit]:
+        # Batches start..count-1 of the epoch's order, cut from Python lists of whole
+        # blocks of it: one conversion per block, a list slice per batch.
+        assert isinstance(self._sampler, SeededRandomSampler)
+        order = self._sampler.order(epoch)
+        low = high = start * bs  # ``held`` has the indices at positions low..high-1
+        held: list[int] = []
+        for k in range(start, count):
+            begin, end = k * bs, min((k + 1) * bs, n)
+            if end > high:
+                block_end = min(n, ((end - 1) // BLOCK + 1) * BLOCK)
+                held = held[begin - low :] + order.indices(high, block_end).tolist()
+                low, high = begin, block_end
+            yield epoch, serial, k, held[begin - low : end - low]
 
     def _iterate(self, current: Pass) -> Iterator[Unit]:
         epoch, serial = current.epoch, current.serial

@@ -59,6 +59,33 @@ def test_legacy_reseed_fills_the_whole_state() -> None:
     assert (pos, has_gauss) == (624, 0)
 
 
+def test_python_fast_and_slow_reseed_agree() -> None:
+    a, b = random.Random(0), random.Random(1)
+    a.gauss(0, 1)  # a cached deviate that reseeding must clear
+    fast, slow = PythonRandomState(a), PythonRandomState(b, raw=False)
+    assert fast.fast
+    assert not slow.fast
+    fast.reseed(words(312))
+    slow.reseed(words(312))
+    assert a.getstate() == b.getstate()
+    assert [a.random() for _ in range(700)] == [b.random() for _ in range(700)]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_python_reseed_fills_the_whole_state_as_numpy_seeds_its_own(fast: bool) -> None:
+    rng = _stirred(4, True)  # drawn from, a gauss deviate cached
+    PythonRandomState(rng, raw=fast).reseed(words(312))
+    version, internal, gauss_next = rng.getstate()
+    expected = words(312).view(np.uint32).tolist()
+    expected[0] = 0x80000000
+    assert (version, list(internal), gauss_next) == (3, [*expected, 624], None)
+    # numpy's MT19937 from the same 624 words (after its own seeding's rule for the
+    # first) draws the same 32-bit numbers: the two twisters are one algorithm.
+    mt = np.random.MT19937(0)
+    mt.state = {"bit_generator": "MT19937", "state": {"key": np.array(expected, np.uint32), "pos": 624}}
+    assert [rng.getrandbits(32) for _ in range(1000)] == mt.random_raw(1000).tolist()
+
+
 def test_global_rngs_reseed_all_three_deterministically() -> None:
     rngs = GlobalRngs(ALL)
     rngs.reseed(words(rngs.n_words))
@@ -68,7 +95,7 @@ def test_global_rngs_reseed_all_three_deterministically() -> None:
 
 
 def test_each_global_rng_keeps_its_words_whatever_the_others() -> None:
-    w = words(315)
+    w = words(627)
     GlobalRngs(ALL).reseed(w)
     both = (random.random(), torch.rand(()).item())
     GlobalRngs(frozenset({"random", "torch"})).reseed(w)
@@ -247,15 +274,6 @@ def test_python_random_save_restore_is_byte_exact(gauss: bool, raw: bool) -> Non
     assert rng.gauss(0.0, 1.0) == _stirred(3, gauss).gauss(0.0, 1.0)
 
 
-@pytest.mark.parametrize("raw", [True, False])
-def test_python_random_reseed_is_random_seed(raw: bool) -> None:
-    seed = (0xDEADBEEF << 64) | 12345
-    rng, expected = _stirred(4, True), random.Random()
-    expected.seed(seed)
-    PythonRandomState(rng, raw=raw).reseed(seed)
-    assert rng.getstate() == expected.getstate()  # gauss_next cleared too
-
-
 def test_python_random_plain_snapshots_are_getstate() -> None:
     rng = _stirred(5, True)
     fast, slow = PythonRandomState(rng), PythonRandomState(rng, raw=False)
@@ -276,9 +294,8 @@ def test_python_random_raw_write_reaches_the_global_instance() -> None:
     assert reseeded != before
     rngs.restore(snapshot)
     assert random.getstate() == before
-    w = words(rngs.n_words).tolist()
     expected = random.Random()
-    expected.seed((w[0] << 64) | w[1])
+    PythonRandomState(expected, raw=False).reseed(words(rngs.n_words)[3 + 312 :])
     rngs.reseed(words(rngs.n_words))
     assert random.getstate() == expected.getstate() == reseeded
 

@@ -6,6 +6,7 @@ import json
 import random
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -233,7 +234,8 @@ def version_1(state: dict[str, Any]) -> dict[str, Any]:
     return {**state, "version": 1}
 
 
-NO_TORCH = {"reseed_globals": ["numpy", "random"]}
+ONLY_TORCH = {"reseed_globals": ["torch"]}
+NO_TORCH = {"reseed_globals": ["numpy"]}  # neither torch (version 2) nor python random (3)
 
 
 def test_version_1_state_mid_way_through_a_shuffled_epoch_is_refused() -> None:
@@ -276,13 +278,13 @@ def test_version_1_state_of_an_unshuffled_loader_without_torch_reseeding_resumes
     rest = list(it)
     resumed = ReproLoader(AllSources(20), batch_size=4, seed=5, config=NO_TORCH)
     resumed.load_state_dict(state)
-    kept = [0, 1, 2, 4, 5]  # every column but torch's, which nothing reseeds here
+    kept = [0, 2, 4, 5]  # every column but python's and torch's, which nothing reseeds here
     assert all(torch.equal(a[:, kept], b[:, kept]) for a, b in zip(resumed, rest, strict=True))
     assert upgrade(state)["version"] == VERSION
 
 
 def test_version_1_state_mid_epoch_with_torch_reseeded_is_refused() -> None:
-    source = ReproLoader(AllSources(20), batch_size=4, seed=5)
+    source = ReproLoader(AllSources(20), batch_size=4, seed=5, config=ONLY_TORCH)
     it = iter(source)
     next(it)
     state = version_1(source.state_dict())
@@ -292,7 +294,57 @@ def test_version_1_state_mid_epoch_with_torch_reseeded_is_refused() -> None:
         "epoch would draw other torch values than the release that saved it. Finish epoch 0"
     )
     with pytest.raises(StateVersionError, match=re.escape(message)):
-        ReproLoader(AllSources(20), batch_size=4, seed=5).load_state_dict(state)
+        ReproLoader(AllSources(20), batch_size=4, seed=5, config=ONLY_TORCH).load_state_dict(state)
+
+
+def version_2(state: dict[str, Any]) -> dict[str, Any]:
+    """A state as format version 2 wrote it (python random seeded by ``random.seed``)."""
+    return {**state, "version": 2}
+
+
+@pytest.mark.parametrize("make_old", [version_1, version_2])
+def test_an_older_state_mid_epoch_with_python_random_reseeded_is_refused(
+    make_old: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    config = {"reseed_globals": ["numpy", "random"]}
+    source = ReproLoader(AllSources(20), batch_size=4, seed=5, config=config)
+    it = iter(source)
+    next(it)
+    state = make_old(source.state_dict())
+    message = (
+        f"cannot resume this state: it has format version {state['version']} and it was "
+        "taken mid-way through epoch 0 with python random reseeded; version 3 fills python "
+        "random's state from the unit's words instead of random.seed, so the rest of this "
+        "epoch would draw other python random values than the release that saved it. "
+        "Finish epoch 0 with the reproloader release that wrote the state and resume from "
+        "a state taken at its end, or restart epoch 0: call loader.set_epoch(0) instead of "
+        "load_state_dict."
+    )
+    with pytest.raises(StateVersionError, match=re.escape(message)):
+        ReproLoader(AllSources(20), batch_size=4, seed=5, config=config).load_state_dict(state)
+    for _ in it:
+        pass
+    finished = make_old(source.state_dict())  # at the epoch's end: nothing changed to refuse
+    resumed = ReproLoader(AllSources(20), batch_size=4, seed=5, config=config)
+    resumed.load_state_dict(finished)
+    fresh = ReproLoader(AllSources(20), batch_size=4, seed=5, config=config)
+    fresh.set_epoch(1)
+    kept = [0, 1, 2, 4, 5]  # every column but torch's, which nothing reseeds here
+    assert all(torch.equal(a[:, kept], b[:, kept]) for a, b in zip(resumed, fresh, strict=True))
+
+
+def test_a_version_2_state_mid_epoch_without_python_random_reseeded_resumes_exactly() -> None:
+    config = {"reseed_globals": ["numpy", "torch"]}
+    source = ReproLoader(AllSources(20), batch_size=4, shuffle=True, seed=5, config=config)
+    it = iter(source)
+    next(it)
+    state = version_2(source.state_dict())
+    rest = list(it)
+    resumed = ReproLoader(AllSources(20), batch_size=4, shuffle=True, seed=5, config=config)
+    resumed.load_state_dict(state)
+    kept = [0, 2, 3, 4, 5]  # every column but python's, which nothing reseeds here
+    assert all(torch.equal(a[:, kept], b[:, kept]) for a, b in zip(resumed, rest, strict=True))
+    assert upgrade(state)["version"] == VERSION
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
@@ -726,8 +778,8 @@ def test_an_unknown_version_is_refused(version: Any) -> None:
     assert str(info.value) == f"unknown ReproLoader state version {version!r}"
 
 
-def test_upgrade_returns_a_version_2_copy() -> None:
-    old = {**TOP, "version": 1, "reseed_globals": ["numpy", "random"]}
+def test_upgrade_returns_a_copy_of_the_current_version() -> None:
+    old = {**TOP, "version": 1, "reseed_globals": ["numpy"]}
     new = upgrade(old)
     assert new == {**old, "version": VERSION}
     assert old["version"] == 1
@@ -751,8 +803,8 @@ def test_upgrade_returns_a_version_2_copy() -> None:
 def test_version_1_is_refused_exactly_mid_way_through_a_shuffled_epoch(
     changes: dict[str, Any], refused_: bool
 ) -> None:
-    # Without torch reseeded: the other version-1 rule (torch's seeds) stays out of it.
-    old = {**TOP, **changes, "version": 1, "reseed_globals": ["numpy", "random"]}
+    # Without torch or python random reseeded: the other rules stay out of it.
+    old = {**TOP, **changes, "version": 1, "reseed_globals": ["numpy"]}
     if refused_:
         with pytest.raises(StateVersionError, match="taken mid-way through epoch 3"):
             upgrade(old)
