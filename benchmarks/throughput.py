@@ -2,10 +2,12 @@
 
 Every configuration runs DataLoader, torchdata's StatefulDataLoader and ReproLoader
 (batch scope, sample scope, and batch scope reseeding only the context Generator)
-one full epoch each, in turn, ``--reps`` times. Each repetition gives a paired ratio
-``time(DataLoader) / time(loader)``; the reported ratio is the median over
-repetitions, so drift of a noisy machine between repetitions cancels out.
-A ratio of 0.97 means 97 % of DataLoader's throughput.
+one full epoch each, ``--reps`` times: without workers the loaders take their
+batches in turn (each batch between two of other loaders, as a training step sits
+between batches); with workers, one whole epoch after the other. Each repetition
+gives a paired ratio ``time(DataLoader) / time(loader)``; the reported ratio is the
+median over repetitions, so drift of a noisy machine cancels out. A ratio of 0.97
+means 97 % of DataLoader's throughput.
 
 On a shared machine ``--cpu-time`` measures the main process's CPU time instead of
 the wall clock: much steadier, but it leaves out the workers, so it only stands for
@@ -111,6 +113,37 @@ def epoch_seconds(loader: Any, clock: Callable[[], float] = time.perf_counter) -
     return clock() - start
 
 
+def interleaved_epochs(
+    loaders: dict[str, Any], clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
+    """One epoch of every loader, batch by batch in turn: each loader's total time.
+
+    Without workers a loader's time is the main process's, spent in ``next``: taking
+    the loaders' batches in turn (the first one rotating) puts all of them under the
+    same machine state at every moment, so drift cancels batch by batch instead of
+    epoch by epoch, and each batch meets caches another loader's batch left, as a
+    training step leaves them.
+    """
+    totals = dict.fromkeys(loaders, 0.0)
+    running: dict[str, Any] = {}
+    for name, loader in loaders.items():
+        start = clock()
+        running[name] = iter(loader)
+        totals[name] += clock() - start
+    turn = 0
+    while running:
+        names = list(running)
+        turn = (turn + 1) % len(names)
+        for name in names[turn:] + names[:turn]:
+            start = clock()
+            try:
+                next(running[name])
+            except StopIteration:
+                del running[name]
+            totals[name] += clock() - start
+    return totals
+
+
 def measure(
     dataset: Dataset[Any],
     batch_size: int,
@@ -123,6 +156,11 @@ def measure(
         epoch_seconds(loader, clock)
     times: dict[str, list[float]] = {name: [] for name in loaders}
     for _ in range(reps):
+        if num_workers == 0:
+            for name, seconds in interleaved_epochs(loaders, clock).items():
+                times[name].append(seconds)
+            continue
+        # Workers run ahead of ``next``: one loader at a time, whole epochs.
         for name, loader in loaders.items():
             times[name].append(epoch_seconds(loader, clock))
     base = times["DataLoader"]

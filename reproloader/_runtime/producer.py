@@ -207,7 +207,18 @@ class Producer:
         self.at(epoch=epoch, batch_index=batch_index, sample_index=sample_index)
 
     def at(self, *, epoch: int, batch_index: int | None, sample_index: int | None = None) -> None:
-        """Publish the context for a unit without reseeding (a continuing stream)."""
+        """Publish the context for a unit without reseeding (a continuing stream).
+
+        Where it is already published with these values (the next sample of an
+        iterable dataset's batch) the context object is kept: it would be the same.
+        """
+        if (
+            batch_index == self._batch_index
+            and epoch == self._epoch
+            and sample_index == self._sample_index
+            and _context._current() is self
+        ):
+            return
         self._epoch = epoch
         self._batch_index = batch_index
         self._sample_index = sample_index

@@ -132,14 +132,19 @@ class LegacyState:
         return words[_MT_WORDS], words[0], words[1]
 
     def _take_gauss(self) -> float | None:
-        # Empties the cached deviate; returns it if there was one.
+        # Empties the cached deviate; returns it if there was one. The mark is then
+        # where the state stands.
         where = self._where()
-        if where == self._cell.mark:
+        cell = self._cell
+        if where == cell.mark:
             return None
         value = float(self.rs.standard_normal())
-        if self._where() == where:
+        moved = self._where()
+        if moved == where:
+            cell.mark = where
             return value  # served from the cache without touching MT19937
         self.rs.standard_normal()  # that call drew a pair and cached one: consume it
+        cell.mark = self._where()
         return None
 
     def save(self) -> Any:
@@ -148,9 +153,7 @@ class LegacyState:
         if view is None:
             return self.rs.get_state()
         mt = bytes(view)  # before the probe, which may move the state
-        gauss = self._take_gauss()
-        self._cell.mark = self._where()
-        return mt, gauss
+        return mt, self._take_gauss()
 
     def restore(self, snapshot: Any) -> None:
         """Put back exactly the state :meth:`save` saw."""
@@ -162,7 +165,9 @@ class LegacyState:
         if gauss is None:
             self._take_gauss()
             view[:] = mt
-            self._cell.mark = self._where()
+            words = self._words
+            assert words is not None
+            self._cell.mark = words[_MT_WORDS], words[0], words[1]
         else:  # rare: the caller left a cached deviate, which only set_state can put back
             key, pos = _split_mt(mt)
             self.rs.set_state(("MT19937", key, pos, 1, gauss))

@@ -121,3 +121,25 @@ def test_a_dataset_iterating_another_loader_keeps_its_own_context() -> None:
     assert [b.tolist() for b in loader] == [[5.0, 5.0], [5.0, 5.0]]
     with pytest.raises(ContextError):
         get_context()
+
+
+class StreamRecorder(torch.utils.data.IterableDataset[int]):
+    def __init__(self) -> None:
+        self.seen: list[WorkerContext] = []
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for i in range(6):
+            self.seen.append(get_context())
+            yield i
+
+
+def test_an_iterable_batch_shares_one_context_object_and_the_next_batch_gets_its_own() -> None:
+    # Inside a batch-scope unit the context is published once: every sample of the
+    # batch reads the same object (it would hold the same values), the next batch a new one.
+    dataset = StreamRecorder()
+    list(ReproLoader(dataset, batch_size=3, seed=11))
+    first, second = dataset.seen[:3], dataset.seen[3:]
+    assert all(ctx is first[0] for ctx in first)
+    assert all(ctx is second[0] for ctx in second)
+    assert first[0] is not second[0]
+    assert (first[0].batch_index, second[0].batch_index) == (0, 1)
