@@ -82,7 +82,10 @@ def test_python_reseed_fills_the_whole_state_as_numpy_seeds_its_own(fast: bool) 
     # numpy's MT19937 from the same 624 words (after its own seeding's rule for the
     # first) draws the same 32-bit numbers: the two twisters are one algorithm.
     mt = np.random.MT19937(0)
-    mt.state = {"bit_generator": "MT19937", "state": {"key": np.array(expected, np.uint32), "pos": 624}}
+    mt.state = {
+        "bit_generator": "MT19937",
+        "state": {"key": np.array(expected, np.uint32), "pos": 624},
+    }
     assert [rng.getrandbits(32) for _ in range(1000)] == mt.random_raw(1000).tolist()
 
 
