@@ -314,14 +314,13 @@ class PythonRandomState:
         ``random.seed(int)`` ran ``init_by_array`` in 4 us (before state format
         version 3, the unit's words were such an int).
         """
-        view = self._bytes
-        if view is None:
+        view, mt = self._bytes, self._words
+        if view is None or mt is None:
             key = words[:_MT_SEED_WORDS].view(np.uint32).tolist()
             key[0] = _MT_MSB
             self.rng.setstate((3, (*key, _MT_WORDS), None))
             return
         view[4:] = memoryview(words.data).cast("B")[:_MT_BYTES]
-        mt = self._words
         mt[0] = _MT_WORDS  # the position (``int index``), then the state
         mt[1] = _MT_MSB
         self.rng.gauss_next = None  # type: ignore[attr-defined]
