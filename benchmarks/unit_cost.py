@@ -8,7 +8,9 @@ Three tables:
   the same loop without reseeding, interleaved, best of ``--reps``;
 * the same for a whole ``num_workers=0`` batch window: save the caller's states,
   ready the unit, restore (what batch scope adds per batch in the main process);
-* each operation on its own, so the totals above can be read as a sum.
+* each operation on its own, so the totals above can be read as a sum;
+* the main steps again, each right after other work evicted the caches (a sample's
+  own work runs between two units): what they cost inside a real epoch.
 
 Times are CPU time of this thread (``time.thread_time``), best of ``--reps``: on a
 shared machine that is steadier than the wall clock.
@@ -169,7 +171,65 @@ def components(reps: int) -> list[dict[str, Any]]:
     return rows
 
 
-def table(settings: list[dict[str, Any]], parts: list[dict[str, Any]]) -> str:
+_JUNK = np.zeros(4 << 20, dtype=np.uint8)
+
+
+def _evict() -> None:
+    # What a sample's work leaves behind: other Python code run, other memory touched.
+    for _ in range(20_000):
+        pass
+    _JUNK[::64] += 1
+    sample()
+
+
+def cold(reps: int) -> list[dict[str, Any]]:
+    """The window's steps right after other work evicted the caches (median of runs).
+
+    Between two units a real pipeline runs the sample's own work (and, with
+    ``num_workers=0``, a training step): the loader's code and the RNG states are no
+    longer in the caches, and each step costs several times its warm cost.
+    """
+    streams = UnitStreams()
+    key = SeedTree(0).key(Purpose.BATCH, 0, 0)
+    rngs = GlobalRngs(frozenset({"random", "numpy", "torch"}))
+    words = streams.words(key, 1, Lane.GLOBALS, rngs.n_words)
+    caller = rngs.save()
+    b = producer(frozenset({"random", "numpy", "torch"}), "batch")
+    isolation = Isolation(
+        GlobalRngs(frozenset({"random", "numpy", "torch"})), swap=False, clears_context=True
+    )
+    units = itertools.count()
+
+    def window() -> None:
+        with isolation:
+            b.begin((Purpose.BATCH, 0, 0), next(units), epoch=0, batch_index=0)
+
+    ops: dict[str, Callable[[], object]] = {
+        "nothing (the clock itself)": lambda: None,
+        "seed words (627)": lambda: streams.words(key, 1, Lane.GLOBALS, rngs.n_words),
+        "reseed python, numpy, torch": lambda: rngs.reseed(words),
+        "save python, numpy, torch": rngs.save,
+        "a whole num_workers=0 batch window": window,
+    }
+    runs = max(31, 10 * reps)
+    times: dict[str, list[float]] = {name: [] for name in ops}
+    for _ in range(runs):
+        for name, op in ops.items():
+            _evict()
+            start = time.perf_counter()
+            op()
+            times[name].append(time.perf_counter() - start)
+    rngs.restore(caller)
+    rows = []
+    for name, ts in times.items():
+        rows.append({"operation": name, "us": sorted(ts)[len(ts) // 2] * 1e6})
+        print(f"cold: {name:<52} {rows[-1]['us']:6.2f} us")
+    return rows
+
+
+def table(
+    settings: list[dict[str, Any]], parts: list[dict[str, Any]], cold_parts: list[dict[str, Any]]
+) -> str:
     lines = [
         "| `reseed_globals` | readying a unit | added per sample in a loop | batch window |",
         "|---|---|---|---|",
@@ -181,6 +241,8 @@ def table(settings: list[dict[str, Any]], parts: list[dict[str, Any]]) -> str:
     ]
     lines += ["", "| operation | cost |", "|---|---|"]
     lines += [f"| {r['operation']} | {r['us']:.2f} us |" for r in parts]
+    lines += ["", "| cold (after other work) | cost |", "|---|---|"]
+    lines += [f"| {r['operation']} | {r['us']:.2f} us |" for r in cold_parts]
     return "\n".join(lines) + "\n"
 
 
@@ -192,8 +254,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     settings = by_setting(args.reps)
     parts = components(args.reps)
-    rows = [{"settings": settings, "components": parts}]
-    save(args.out, "unit_cost", rows, table(settings, parts))
+    cold_parts = cold(args.reps)
+    rows = [{"settings": settings, "components": parts, "cold": cold_parts}]
+    save(args.out, "unit_cost", rows, table(settings, parts, cold_parts))
     return rows
 
 
