@@ -2,9 +2,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import RandomSampler
 
 from reproloader import SeededRandomSampler
+from reproloader._runtime.cursor import Pass
+from reproloader._runtime.shuffle import BLOCK
+from reproloader._runtime.units import UnitSampler
 
 
 def test_is_a_random_sampler_for_framework_checks() -> None:
@@ -49,3 +54,40 @@ def test_permutation_of_another_epoch_leaves_the_current_one() -> None:
     assert sampler.permutation(3).tolist() == list(later) != current
     assert sampler.epoch == 0
     assert sampler.permutation().tolist() == current
+
+
+class _Cursor:
+    def __init__(self, current: Pass) -> None:
+        self.current = current
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3 * BLOCK + 5),
+    bs=st.one_of(st.integers(1, 300), st.integers(BLOCK - 2, BLOCK + 3)),
+    start_fraction=st.floats(0, 1),
+    drop_last=st.booleans(),
+    epoch=st.integers(0, 3),
+)
+def test_shuffled_batches_are_the_epochs_order_cut_from_any_start(
+    n: int, bs: int, start_fraction: float, drop_last: bool, epoch: int
+) -> None:
+    # The unit sampler cuts batches from Python lists of whole blocks of the order:
+    # batches across a block's end, starts inside a block, batches longer than a block.
+    sampler = SeededRandomSampler(range(n), seed=5)
+    count = n // bs if drop_last else -(-n // bs)
+    start = int(start_fraction * count)
+    units = UnitSampler(
+        _Cursor(Pass(epoch=epoch, serial=7, start=start)),  # type: ignore[arg-type]
+        None,
+        sampler,
+        batch_size=bs,
+        drop_last=drop_last,
+        fast="permutation",
+        sampler_rngs=None,
+    )
+    expected = [
+        (epoch, 7, k, sampler.indices(epoch, k * bs, min((k + 1) * bs, n)).tolist())
+        for k in range(start, count)
+    ]
+    assert list(units) == expected
