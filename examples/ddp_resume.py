@@ -35,6 +35,7 @@ either by rank 0 with ``torch.save`` or by every rank with torch.distributed.che
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -311,6 +312,11 @@ def train(args: argparse.Namespace) -> None:
     dist.barrier()
     if rank == 0:
         say(summary(args, first_step, step, loader.epoch))
+    # DDP's reducer holds the process group in reference cycles: left to interpreter
+    # shutdown, gloo's threads are torn down after Python and can abort the process
+    # as it exits. Free them now, then destroy the group.
+    del model, optimizer
+    gc.collect()
     dist.destroy_process_group()
 
 
