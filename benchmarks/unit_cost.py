@@ -191,13 +191,12 @@ def cold(reps: int) -> list[dict[str, Any]]:
     """
     streams = UnitStreams()
     key = SeedTree(0).key(Purpose.BATCH, 0, 0)
-    rngs = GlobalRngs(frozenset({"random", "numpy", "torch"}))
+    default = SETTINGS["random, numpy, torch (default)"]
+    rngs = GlobalRngs(default)
     words = streams.words(key, 1, Lane.GLOBALS, rngs.n_words)
     caller = rngs.save()
-    b = producer(frozenset({"random", "numpy", "torch"}), "batch")
-    isolation = Isolation(
-        GlobalRngs(frozenset({"random", "numpy", "torch"})), swap=False, clears_context=True
-    )
+    b = producer(default, "batch")
+    isolation = Isolation(GlobalRngs(default), swap=False, clears_context=True)
     units = itertools.count()
 
     def window() -> None:

@@ -34,6 +34,7 @@ import ctypes
 import functools
 import random
 import sys
+from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -165,9 +166,7 @@ class LegacyState:
         if gauss is None:
             self._take_gauss()
             view[:] = mt
-            words = self._words
-            assert words is not None
-            self._cell.mark = words[_MT_WORDS], words[0], words[1]
+            self._cell.mark = self._where()
         else:  # rare: the caller left a cached deviate, which only set_state can put back
             key, pos = _split_mt(mt)
             self.rs.set_state(("MT19937", key, pos, 1, gauss))
@@ -194,15 +193,21 @@ class LegacyState:
         """Fill the whole MT19937 state from 312 contiguous words; clear the cached deviate."""
         view, mt = self._bytes, self._words
         if view is None or mt is None:
-            key = words[:_MT_SEED_WORDS].view(np.uint32).copy()
-            key[0] = _MT_MSB
-            self.rs.set_state(("MT19937", key, _MT_WORDS, 0, 0.0))
+            self.rs.set_state(("MT19937", _mt_key(words), _MT_WORDS, 0, 0.0))
             return
         self._take_gauss()
         view[:_MT_BYTES] = memoryview(words.data).cast("B")[:_MT_BYTES]
         mt[0] = _MT_MSB
         mt[_MT_WORDS] = _MT_WORDS
         self._cell.mark = (_MT_WORDS, _MT_MSB, mt[1])
+
+
+def _mt_key(words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]:
+    # A Mersenne Twister's 624 state words from 312 seed words, the first with only
+    # its top bit set (never an all-zero state), as numpy's seeding leaves them.
+    key: npt.NDArray[np.uint32] = words[:_MT_SEED_WORDS].view(np.uint32).copy()
+    key[0] = _MT_MSB
+    return key
 
 
 def _split_mt(mt: bytes) -> tuple[npt.NDArray[np.uint32], int]:
@@ -251,8 +256,11 @@ def _random_offset() -> int | None:
 
 
 def _state_bytes(rng: random.Random) -> bytes:
+    return _struct_bytes(rng.getstate()[1])
+
+
+def _struct_bytes(internal: Sequence[int]) -> bytes:
     # ``getstate()``'s (state..., index) in the struct's order: index, then state.
-    internal = rng.getstate()[1]
     return np.array([internal[-1], *internal[:-1]], dtype=np.uint32).tobytes()
 
 
@@ -316,9 +324,7 @@ class PythonRandomState:
         """
         view, mt = self._bytes, self._words
         if view is None or mt is None:
-            key = words[:_MT_SEED_WORDS].view(np.uint32).tolist()
-            key[0] = _MT_MSB
-            self.rng.setstate((3, (*key, _MT_WORDS), None))
+            self.rng.setstate((3, (*_mt_key(words).tolist(), _MT_WORDS), None))
             return
         view[4:] = memoryview(words.data).cast("B")[:_MT_BYTES]
         mt[0] = _MT_WORDS  # the position (``int index``), then the state
@@ -338,7 +344,7 @@ class PythonRandomState:
         if self._bytes is None:
             return python_from_plain(plain)
         _, internal, gauss = plain
-        return np.array([internal[-1], *internal[:-1]], dtype=np.uint32).tobytes(), gauss
+        return _struct_bytes(internal), gauss
 
 
 class GlobalRngs:
