@@ -52,7 +52,7 @@ def _spin(steps: int) -> None:
         pass
 
 
-def _steps_for(seconds: float) -> int:
+def steps_for(seconds: float) -> int:
     # How many loop steps take ``seconds`` of CPU here (the best of a few tries).
     steps = 100_000
     best = min(_timed(steps) for _ in range(5))
@@ -75,7 +75,7 @@ class Work(Tiny):
 
     def __init__(self, n: int) -> None:
         super().__init__(n)
-        self.steps = _steps_for(200e-6)
+        self.steps = steps_for(200e-6)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         _spin(self.steps)
