@@ -10,7 +10,9 @@ Three tables:
   ready the unit, restore (what batch scope adds per batch in the main process);
 * each operation on its own, so the totals above can be read as a sum;
 * the main steps again, each right after other work evicted the caches (a sample's
-  own work runs between two units): what they cost inside a real epoch.
+  own work runs between two units): what they cost inside a real epoch;
+* readying a batch timed in place, inside epochs of 0.2 ms samples (the
+  throughput benchmark's): a batch of such work leaves the caches colder still.
 
 Times are CPU time of this thread (``time.thread_time``), best of ``--reps``: on a
 shared machine that is steadier than the wall clock.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import random
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 from _report import save
+from throughput import Work
 
+from reproloader import ReproLoader
 from reproloader._runtime.isolation import WINDOW_LOCK, Isolation
 from reproloader._runtime.producer import Plan, Producer
 from reproloader._runtime.rngs import GlobalRngs, LegacyState, PythonRandomState
@@ -226,8 +231,48 @@ def cold(reps: int) -> list[dict[str, Any]]:
     return rows
 
 
+def in_epoch(reps: int) -> list[dict[str, Any]]:
+    """``Producer.begin`` timed in place: batch scope, ``num_workers=0``, 0.2 ms samples.
+
+    Median over ``reps`` epochs of 1,024 samples (32 batches each), by setting.
+    """
+    dataset = Work(1024)
+    original = Producer.begin
+    rows = []
+    for name, globals_ in SETTINGS.items():
+        times: list[float] = []
+
+        def timed(self: Producer, *args: Any, times: list[float] = times, **kwargs: Any) -> None:
+            start = time.perf_counter()
+            original(self, *args, **kwargs)
+            times.append(time.perf_counter() - start)
+
+        loader = ReproLoader(
+            dataset,
+            batch_size=32,
+            shuffle=True,
+            seed=0,
+            config={"reseed_globals": sorted(globals_), "reseed_dataset_rngs": False},
+        )
+        Producer.begin = timed  # type: ignore[method-assign]
+        try:
+            for _ in range(reps):
+                for _ in loader:
+                    pass
+        finally:
+            Producer.begin = original  # type: ignore[method-assign]
+        rows.append({"operation": f"ready a batch, {name}", "us": statistics.median(times) * 1e6})
+        print(
+            f"in an epoch of 0.2 ms samples: {rows[-1]['operation']:<44} {rows[-1]['us']:6.2f} us"
+        )
+    return rows
+
+
 def table(
-    settings: list[dict[str, Any]], parts: list[dict[str, Any]], cold_parts: list[dict[str, Any]]
+    settings: list[dict[str, Any]],
+    parts: list[dict[str, Any]],
+    cold_parts: list[dict[str, Any]],
+    epoch_parts: list[dict[str, Any]],
 ) -> str:
     lines = [
         "| `reseed_globals` | readying a unit | added per sample in a loop | batch window |",
@@ -242,6 +287,8 @@ def table(
     lines += [f"| {r['operation']} | {r['us']:.2f} us |" for r in parts]
     lines += ["", "| cold (after other work) | cost |", "|---|---|"]
     lines += [f"| {r['operation']} | {r['us']:.2f} us |" for r in cold_parts]
+    lines += ["", "| in an epoch of 0.2 ms samples (batch scope) | cost |", "|---|---|"]
+    lines += [f"| {r['operation']} | {r['us']:.2f} us |" for r in epoch_parts]
     return "\n".join(lines) + "\n"
 
 
@@ -254,8 +301,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     settings = by_setting(args.reps)
     parts = components(args.reps)
     cold_parts = cold(args.reps)
-    rows = [{"settings": settings, "components": parts, "cold": cold_parts}]
-    save(args.out, "unit_cost", rows, table(settings, parts, cold_parts))
+    epoch_parts = in_epoch(args.reps)
+    rows = [
+        {"settings": settings, "components": parts, "cold": cold_parts, "in_epoch": epoch_parts}
+    ]
+    save(args.out, "unit_cost", rows, table(settings, parts, cold_parts, epoch_parts))
     return rows
 
 
