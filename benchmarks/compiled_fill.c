@@ -49,15 +49,22 @@ static void stream_words(uint64_t *words, int n, uint64_t k0, uint64_t k1, uint6
     }
 }
 
+/* The arguments as want unsigned 64-bit ints into v; 0 with a TypeError set if not. */
+static int unsigned_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, uint64_t *v,
+                         const char *usage) {
+    if (nargs != want) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < want; i++) v[i] = PyLong_AsUnsignedLongLong(args[i]);
+    return !PyErr_Occurred();
+}
+
 static PyObject *fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "fill(numpy_state, python_state, key0, key1, unit, lane)");
-        return NULL;
-    }
     uint64_t v[6];
-    for (int i = 0; i < 6; i++) v[i] = PyLong_AsUnsignedLongLong(args[i]);
-    if (PyErr_Occurred()) return NULL;
+    if (!unsigned_args(args, nargs, 6, v, "fill(numpy_state, python_state, key0, key1, unit, lane)"))
+        return NULL;
     uint64_t words[STREAM_WORDS + 1];
     stream_words(words, STREAM_WORDS, v[2], v[3], v[4], v[5]);
     uint32_t *numpy_state = (uint32_t *)(uintptr_t)v[0];
@@ -73,13 +80,8 @@ static PyObject *fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 
 static PyObject *words(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "words(n, key0, key1, unit, lane)");
-        return NULL;
-    }
     uint64_t v[5];
-    for (int i = 0; i < 5; i++) v[i] = PyLong_AsUnsignedLongLong(args[i]);
-    if (PyErr_Occurred()) return NULL;
+    if (!unsigned_args(args, nargs, 5, v, "words(n, key0, key1, unit, lane)")) return NULL;
     if (v[0] > 4096) {
         PyErr_SetString(PyExc_ValueError, "n: at most 4096 words");
         return NULL;

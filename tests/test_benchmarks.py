@@ -14,11 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_unit_cost_runs_and_reports_every_setting(tmp_path: Path) -> None:
-    # It drives the per-unit internals (Producer.begin, the isolation window) directly,
-    # so an internal change breaks it first: nox -s bench once failed on it unnoticed.
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``benchmarks/SCRIPT ARGS`` from the checkout's root; it must succeed."""
     result = subprocess.run(
-        [sys.executable, "benchmarks/unit_cost.py", "--reps", "1", "--out", str(tmp_path)],
+        [sys.executable, f"benchmarks/{script}", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -26,8 +25,16 @@ def test_unit_cost_runs_and_reports_every_setting(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_unit_cost_runs_and_reports_every_setting(tmp_path: Path) -> None:
+    # It drives the per-unit internals (Producer.begin, the isolation window) directly,
+    # so an internal change breaks it first: nox -s bench once failed on it unnoticed.
+    result = run_benchmark("unit_cost.py", "--reps", "1", "--out", str(tmp_path))
     for setting in ("random, numpy, torch (default)", "torch only", "none (context rng only)"):
         assert setting in result.stdout
+        assert f"in an epoch of 0.2 ms samples: ready a batch, {setting}" in result.stdout
     assert (tmp_path / "unit_cost.json").exists()
 
 
@@ -41,13 +48,5 @@ def _can_compile() -> bool:
 def test_the_compiled_fill_experiment_reproduces_the_packages_streams() -> None:
     # Its throughput numbers stand for the package only while it writes the same
     # states: a change of the GLOBALS stream's layout must fail here, not skew them.
-    result = subprocess.run(
-        [sys.executable, "benchmarks/compiled_fill.py", "--check-only"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_benchmark("compiled_fill.py", "--check-only")
     assert "identical to the package's" in result.stdout
