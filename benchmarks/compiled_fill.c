@@ -17,6 +17,9 @@
 #define MT_WORDS 624
 #define MT_MSB 0x80000000u
 #define STREAM_WORDS 627 /* [2] torch, [3:315] numpy, [315:627] python */
+#define TORCH_AT 2
+#define NUMPY_AT 3
+#define PYTHON_AT 315
 
 /* Philox4x64 with 10 rounds (Salmon et al., SC 2011). */
 static void philox_block(const uint64_t ctr[4], uint64_t k0, uint64_t k1, uint64_t out[4]) {
@@ -68,14 +71,14 @@ static PyObject *fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     uint64_t words[STREAM_WORDS + 1];
     stream_words(words, STREAM_WORDS, v[2], v[3], v[4], v[5]);
     uint32_t *numpy_state = (uint32_t *)(uintptr_t)v[0];
-    memcpy(numpy_state, &words[3], MT_WORDS * 4);
+    memcpy(numpy_state, &words[NUMPY_AT], MT_WORDS * 4);
     numpy_state[0] = MT_MSB;
     numpy_state[MT_WORDS] = MT_WORDS;
     uint32_t *python_state = (uint32_t *)(uintptr_t)v[1];
-    memcpy(python_state + 1, &words[315], MT_WORDS * 4);
+    memcpy(python_state + 1, &words[PYTHON_AT], MT_WORDS * 4);
     python_state[0] = MT_WORDS;
     python_state[1] = MT_MSB;
-    return PyLong_FromUnsignedLongLong(words[2]);
+    return PyLong_FromUnsignedLongLong(words[TORCH_AT]);
 }
 
 static PyObject *words(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {

@@ -45,6 +45,7 @@ from reproloader.seeding import Lane, Purpose, SeedTree, UnitStreams
 SOURCE = Path(__file__).resolve().parent / "compiled_fill.c"
 MODES = ("package", "compiled fill")
 SCOPES = {"batch scope": "ReproLoader batch", "sample scope": "ReproLoader sample"}
+STREAM_WORDS = rngs.GlobalRngs(frozenset(rngs.GLOBAL_RNG_NAMES)).n_words  # the C's too
 
 
 def build(directory: Path) -> ModuleType:
@@ -74,12 +75,11 @@ def use_compiled(module: ModuleType) -> None:
         sys.exit("the package's raw-memory paths are not available here: nothing to compare")
     numpy_at = np.random.mtrand._rand._bit_generator.ctypes.state_address
     python_at = id(random._inst) + offset  # type: ignore[attr-defined]
-    full = rngs.GlobalRngs(frozenset(rngs.GLOBAL_RNG_NAMES)).n_words
     original = Producer.begin
 
     def begin(self: Producer, node: Any, unit: int, **where: Any) -> None:
         globals_ = self._globals
-        if globals_.n_words != full:
+        if globals_.n_words != STREAM_WORDS:
             original(self, node, unit, **where)
             return
         key = self.plan.tree.key(*node)
@@ -92,7 +92,7 @@ def use_compiled(module: ModuleType) -> None:
         try:
             original(self, node, unit, **where)
         finally:
-            globals_.n_words = full
+            globals_.n_words = STREAM_WORDS
 
     Producer.begin = begin  # type: ignore[method-assign]
 
@@ -116,27 +116,29 @@ def streams(scope: str) -> tuple[list[torch.Tensor], Any]:
     return batches, (random.getstate(), np.random.get_state()[1].tolist(), torch.get_rng_state())
 
 
+def seed_the_caller() -> None:
+    """The training loop's RNG states before a check; numpy's with a cached normal."""
+    random.seed(11)
+    np.random.seed(11)
+    np.random.normal()
+    torch.manual_seed(11)
+
+
 def check(module: ModuleType) -> None:
     """The compiled words and the loaders' streams are the package's, bit for bit."""
     tree, moving = SeedTree(2026), UnitStreams()
     for unit in (0, 1, 7, 2**40 + 3):
         for lane in Lane:
             key = tree.key(Purpose.BATCH, unit % 5, 1)
-            expected = moving.words(key, unit, lane, 627).tobytes()
-            got = module.words(627, int(key[0]), int(key[1]), unit, int(lane))
+            expected = moving.words(key, unit, lane, STREAM_WORDS).tobytes()
+            got = module.words(STREAM_WORDS, int(key[0]), int(key[1]), unit, int(lane))
             assert got == expected, f"words differ: unit {unit}, lane {lane!r}"
-    random.seed(11)
-    np.random.seed(11)
-    np.random.normal()  # the caller leaves a cached normal too
-    torch.manual_seed(11)
+    seed_the_caller()
     reference = {scope: streams(scope) for scope in ("batch", "sample")}
     original = Producer.begin
     use_compiled(module)
     try:
-        random.seed(11)
-        np.random.seed(11)
-        np.random.normal()
-        torch.manual_seed(11)
+        seed_the_caller()
         for scope, (batches, caller) in reference.items():
             got_batches, got_caller = streams(scope)
             assert all(map(torch.equal, got_batches, batches)), f"{scope} scope: batches differ"
