@@ -21,6 +21,7 @@ How a batch is made (docs/how-it-works.md has the diagram):
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, TypeVar
@@ -48,6 +49,7 @@ from reproloader._runtime.bridge import (
 )
 from reproloader._runtime.cursor import PassCursor, pick_rank
 from reproloader._runtime.isolation import Isolation
+from reproloader._runtime.ledger import Ledger, LedgerWriter
 from reproloader._runtime.machinery import Machinery
 from reproloader._runtime.units import set_epoch_everywhere
 from reproloader.config import ReproConfig
@@ -60,7 +62,7 @@ __all__ = ["ReproLoader"]
 _T_co = TypeVar("_T_co", covariant=True)
 
 # Attributes that, like DataLoader's own guarded ones, fix what the loader produces.
-_FROZEN_AFTER_INIT = frozenset({"seed", "config", "shuffle", "shard"})
+_FROZEN_AFTER_INIT = frozenset({"seed", "config", "shuffle", "shard", "ledger"})
 
 
 class ReproLoader(BridgedLoader[_T_co]):
@@ -110,6 +112,10 @@ class ReproLoader(BridgedLoader[_T_co]):
         rng_scope: what one random stream covers, ``"batch"`` (the default),
             ``"sample"`` or ``"worker"``: the same as ``config.rng_scope``; given in
             both places, the two must agree.
+        ledger: a directory (or a :class:`reproloader.Ledger`) where each rank
+            records every batch it hands out: epoch, batch index, step, digests of
+            the indices and of the content (``reproloader diff`` compares two runs).
+            ``None`` (the default) records nothing and costs nothing.
 
     Example:
         >>> loader = ReproLoader(dataset, batch_size=32, shuffle=True, num_workers=2, seed=0)
@@ -143,6 +149,7 @@ class ReproLoader(BridgedLoader[_T_co]):
         seed: int | None = None,
         config: ReproConfig | Mapping[str, Any] | None = None,
         rng_scope: RngScope | None = None,
+        ledger: Ledger | str | os.PathLike[str] | None = None,
     ) -> None:
         config = check_config(config, rng_scope)
         seed_given = seed is not None or config.seed is not None
@@ -189,6 +196,8 @@ class ReproLoader(BridgedLoader[_T_co]):
         self.shard = shard
         self.seed = seed
         self.config = config
+        self.ledger = Ledger.of(ledger)
+        self._ledger = None if self.ledger is None else LedgerWriter(self.ledger)
 
         self._seed_given = seed_given
         self._own_sampler = sampler is not given_sampler  # made from seed: follows it
@@ -260,6 +269,9 @@ class ReproLoader(BridgedLoader[_T_co]):
             current.epoch,
         )
         self._machinery.announce(current)
+        if self._ledger is not None:
+            header = self._machinery.ledger_header(self, current)
+            self._ledger.begin_pass(header, current.epoch, current.start)
         return super().__iter__()
 
     # -- what torch's iterators are built from (see BridgedLoader) --------------
@@ -275,6 +287,10 @@ class ReproLoader(BridgedLoader[_T_co]):
     def workers_failed_to_start(self) -> None:
         """Say which part could not be pickled for the workers, if one could not."""
         warn_unpicklable(self)
+
+    def batch_hook(self) -> Callable[[Any], Any] | None:
+        """The run ledger's writer, which each batch handed out goes through (or None)."""
+        return self._ledger
 
     def main_isolation(self) -> Isolation:
         """The window in which this process produces data with ``num_workers=0``."""
@@ -388,6 +404,8 @@ class ReproLoader(BridgedLoader[_T_co]):
             self._machinery.dataset_loaded = True
         saved = pick_rank(state_dict, identity["rank"], identity["world_size"])
         self._machinery.warn_if_copies_not_restored(self, self._cursor, saved["num_workers"])
+        if self._ledger is not None:
+            self._ledger.resumed = True  # the next pass's header records where
         forget_iterator(self)
 
     def _seed_to_adopt(self, state: Mapping[str, Any], identity: Mapping[str, Any]) -> int | None:

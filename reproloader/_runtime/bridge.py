@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -49,6 +49,7 @@ __all__ = [
     "iterator_progress",
     "iterator_worker_state",
     "own_worker_state",
+    "pin_batch",
     "quiet_torchdata",
     "running_iterator",
     "show_user_dataset_to_worker",
@@ -70,6 +71,7 @@ INTERNALS: Final = {
     ),
     "torch.utils.data._utils.worker._worker_info": "what get_worker_info() returns",
     "accelerate: DataLoader._is_accelerate_prepared": "prepare() returns such loaders as is",
+    "torch.utils.data._utils.pin_memory.pin_memory": "pins a batch the run ledger carries",
 }
 """Every private name this module relies on, with what for."""
 
@@ -107,15 +109,19 @@ class _CountsFailures:
     """
 
     failed = 0
+    # What each batch handed out goes through (the run ledger), or None.
+    hook: Callable[[Any], Any] | None = None
 
     def __next__(self) -> Any:
         try:
-            return super().__next__()  # type: ignore[misc]
+            data = super().__next__()  # type: ignore[misc]
         except StopIteration:
             raise
         except Exception:
             self.failed += 1
             raise
+        hook = self.hook
+        return data if hook is None else hook(data)
 
 
 class _SingleProcessIter(_CountsFailures, _StatefulSingleProcessDataLoaderIter):  # type: ignore[misc]
@@ -183,6 +189,10 @@ class BridgedLoader(_Base[_T_co]):
     def workers_failed_to_start(self) -> None:
         """Called when starting the worker processes raised a pickling-kind error."""
 
+    def batch_hook(self) -> Callable[[Any], Any] | None:
+        """What each batch an iterator hands out goes through (its result is handed out)."""
+        return None
+
     def _get_iterator(self) -> Any:
         view = self.iterator_view()
         own = self.resume_workers()
@@ -200,6 +210,7 @@ class BridgedLoader(_Base[_T_co]):
                 self.workers_failed_to_start()
                 raise
         iterator.failed = 0 if own is None else own["failed"]
+        iterator.hook = self.batch_hook()
         return iterator
 
 
@@ -404,3 +415,10 @@ def quiet_torchdata() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
         yield
+
+
+def pin_batch(data: Any, device: Any = None) -> Any:
+    """Pin a batch as torch's pin-memory thread does (for a batch inside another object)."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    return pin_memory(data, device)  # type: ignore[no-untyped-call]

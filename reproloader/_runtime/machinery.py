@@ -31,6 +31,7 @@ from reproloader._runtime.bridge import (
 )
 from reproloader._runtime.cursor import Pass, PassCursor
 from reproloader._runtime.isolation import Isolation
+from reproloader._runtime.ledger import LedgerCollate
 from reproloader._runtime.producer import Plan, search, search_from
 from reproloader._runtime.rngs import GlobalRngs
 from reproloader._runtime.units import SamplerRngs, UnitSampler, describe_sampler, fast_mode
@@ -351,6 +352,7 @@ class Machinery:
                 # its own once a pass started it or a state was loaded into it.
                 wrapper.touched = self._dataset_touched()
                 self._main_wrapper = wrapper
+            self._collate_with_ledger(loader, wrapper, overrides)
             return IteratorView(loader, dataset=wrapper, index_sampler=None, **overrides)
         units = UnitSampler(
             cursor,
@@ -368,7 +370,31 @@ class Machinery:
             # snapshots (about 50 us per batch).
             overrides["snapshot_every_n_steps"] = 0
         wrapper_ = MapWrapper(loader.dataset, plan)
+        self._collate_with_ledger(loader, wrapper_, overrides)
         return IteratorView(loader, dataset=wrapper_, index_sampler=units, **overrides)
+
+    @staticmethod
+    def _collate_with_ledger(
+        loader: DataLoader[Any], wrapper: Any, overrides: dict[str, Any]
+    ) -> None:
+        # With a run ledger the batch is digested where it is made (see _runtime/ledger.py).
+        ledger = getattr(loader, "ledger", None)
+        if ledger is not None:
+            overrides["collate_fn"] = LedgerCollate(
+                loader.collate_fn, wrapper, indices=ledger.indices
+            )
+
+    def ledger_header(self, loader: DataLoader[Any], current: Pass) -> dict[str, Any]:
+        """What a run ledger's header records of this loader (its identity, and more)."""
+        header = self.identity(loader)
+        header["rank"], header["world_size"] = current.rank, current.world_size
+        dataset = type(loader.dataset)
+        header["dataset_type"] = f"{dataset.__module__}.{dataset.__qualname__}"
+        header["shuffle"] = getattr(loader, "shuffle", None)
+        header["shard"] = getattr(loader, "shard", False)
+        header["in_order"] = getattr(loader, "in_order", True)
+        header["config"] = self._config.model_dump(mode="json")
+        return header
 
     def _user_sampler_rngs(self, loader: DataLoader[Any], rank: int) -> SamplerRngs:
         if self._sampler_rngs is None:

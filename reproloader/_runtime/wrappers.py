@@ -96,6 +96,9 @@ class MapWrapper(_Wrapper, Dataset[Any]):
         self._has_getitems = callable(items)
         self._getitems_rng = accepts_rng(items)
         self._getitem_rng = accepts_rng(getattr(dataset, "__getitem__", None))
+        # (position, indices) of the unit fetched last in this process: the run
+        # ledger's collate function sends them along with the batch.
+        self.last_unit: tuple[int, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -113,6 +116,7 @@ class MapWrapper(_Wrapper, Dataset[Any]):
 
     def __getitems__(self, unit: Unit) -> list[Any]:
         epoch, serial, position, indices = unit
+        self.last_unit = (position, indices)
         producer = self.producer()
         producer.enter_epoch(epoch)
         if self.plan.scope == "sample":
@@ -149,6 +153,7 @@ class MapWrapper(_Wrapper, Dataset[Any]):
     def __getitem__(self, unit: Unit) -> Any:
         # Without automatic batching (batch_size=None) each unit is one sample.
         epoch, serial, position, index = unit
+        self.last_unit = (position, index)
         producer = self.producer()
         producer.enter_epoch(epoch)
         if self.plan.scope == "sample":

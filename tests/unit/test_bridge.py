@@ -305,6 +305,18 @@ def _end_worker_snapshots() -> None:
     del it
 
 
+def _pin_memory() -> None:
+    # Called on a CPU-only machine it must still walk the batch (pinning needs CUDA,
+    # so only the walk is checked here: an object with pin_memory() is asked to pin).
+    class Pins:
+        def pin_memory(self) -> str:
+            return "pinned"
+
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    assert pin_memory([Pins()], None) == ["pinned"]
+
+
 CONTRACTS: dict[str, Callable[[], None]] = {
     "DataLoader._get_iterator": _get_iterator,
     "DataLoader._index_sampler": _index_sampler,
@@ -319,6 +331,7 @@ CONTRACTS: dict[str, Callable[[], None]] = {
     "iterator._worker_snapshots, _get_main_state, _last_yielded_worker_id": (_end_worker_snapshots),
     "torch.utils.data._utils.worker._worker_info": _worker_info,
     "accelerate: DataLoader._is_accelerate_prepared": _accelerate_marker,
+    "torch.utils.data._utils.pin_memory.pin_memory": _pin_memory,
 }
 
 

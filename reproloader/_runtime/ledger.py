@@ -1,0 +1,366 @@
+"""The run ledger's writing side: digests made where a batch is made, lines written as it is handed out.
+
+When a loader has a ledger, its iterators get a :class:`LedgerCollate` in place of
+the collate function: in the process that makes the batch (a worker, or the main
+process with ``num_workers=0``) it collates as before, then digests the batch and the
+unit's indices and sends both along with the batch as a :class:`Recorded`. In the
+main process, the iterator hands the batch to :class:`LedgerWriter`, which writes one
+JSON line (epoch, batch, step, digests, indices) and returns the user's batch. So
+the hashing runs in parallel in the workers, and the file is written in the order the
+user receives batches, whatever ``num_workers``.
+
+Digest: xxh3-128 (``xxhash``) over every byte of every tensor and array of the batch,
+with dtype and shape, and over the ``repr`` of other leaves, walking mappings and
+sequences in order. Hashing never draws a random number.
+
+Without a ledger nothing here runs: the collate function is the user's and the
+iterator's hook is None.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import torch
+
+from reproloader._runtime.bridge import pin_batch
+
+__all__ = [
+    "DIGEST",
+    "FORMAT",
+    "VERSION",
+    "Ledger",
+    "LedgerCollate",
+    "LedgerWriter",
+    "Recorded",
+    "digest_batch",
+    "digest_indices",
+    "rank_file",
+]
+
+FORMAT: Final = "reproloader-ledger"
+VERSION: Final = 1
+DIGEST: Final = "xxh3_128"
+"""The digest of both the indices and the content; named in each header."""
+
+
+def rank_file(directory: Path, rank: int) -> Path:
+    """The ledger file of ``rank`` in ``directory``: ``rank-00005.jsonl``."""
+    return directory / f"rank-{rank:05d}.jsonl"
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Where a loader records what it hands out: one JSON-lines file per rank in ``directory``.
+
+    Give ``ledger=Ledger("runs/today/ledger")`` (or just the path) to a
+    :class:`~reproloader.ReproLoader`. Each rank appends to
+    ``directory/rank-NNNNN.jsonl``: a header (seed, scope, config, versions, world
+    size, ``num_workers``, dataset, sampler...) and then one line per batch handed
+    out (epoch, batch index, step, a digest of the indices, a digest of the content,
+    and the indices). A run resumed with ``load_state_dict`` appends to the same file,
+    after a header that records the resume point. ``reproloader diff`` compares two
+    ledgers, ``reproloader ledger`` prints steps of one.
+
+    Args:
+        directory: the folder of the per-rank files; created if missing.
+        indices: also write each batch's dataset indices (not only their digest), so
+            ``reproloader ledger --steps`` can print them. About 6 bytes per index.
+
+    .. versionadded:: 0.2
+    """
+
+    directory: Path
+    indices: bool = True
+
+    def __init__(self, directory: str | os.PathLike[str], *, indices: bool = True) -> None:
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(
+                f"Ledger(directory) takes a path (str or os.PathLike), got {directory!r} "
+                f"of type {type(directory).__name__}"
+            )
+        if not isinstance(indices, bool):
+            raise TypeError(f"Ledger(indices=) takes True or False, got {indices!r}")
+        object.__setattr__(self, "directory", Path(directory))
+        object.__setattr__(self, "indices", indices)
+
+    @classmethod
+    def of(cls, value: Ledger | str | os.PathLike[str] | None) -> Ledger | None:
+        """A ledger from what a loader's ``ledger=`` argument takes (None: no ledger)."""
+        if value is None or isinstance(value, Ledger):
+            return value
+        if isinstance(value, (str, os.PathLike)):
+            return cls(value)
+        raise TypeError(
+            f"ledger= takes a directory path or a reproloader.Ledger, got {value!r} of "
+            f"type {type(value).__name__}"
+        )
+
+
+# -- digests ------------------------------------------------------------------------
+
+
+def _hasher() -> Any:
+    try:
+        import xxhash
+    except ImportError as error:  # pragma: no cover - xxhash is a dependency
+        raise ImportError(
+            "the run ledger digests batches with xxhash, which is not installed: pip install xxhash"
+        ) from error
+    return xxhash.xxh3_128()
+
+
+def _feed(h: Any, value: Any) -> None:
+    # Tags keep structures apart: [a, b] and (a, b) and {0: a, 1: b} digest differently.
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+        if tensor.device.type != "cpu":
+            tensor = tensor.cpu()
+        h.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        if tensor.numel():
+            tensor = tensor.contiguous()
+            if tensor.is_conj():
+                tensor = tensor.resolve_conj()
+            if tensor.is_neg():
+                tensor = tensor.resolve_neg()
+            h.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, np.ndarray) and value.dtype != object:
+        h.update(f"A{value.dtype.str}{value.shape}".encode())
+        h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8))
+    elif isinstance(value, Mapping):
+        h.update(f"M{len(value)}".encode())
+        for key, item in value.items():
+            _feed(h, key)
+            _feed(h, item)
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}".encode())
+        for item in value:
+            _feed(h, item)
+    elif isinstance(value, (str, bytes)):
+        data = value.encode() if isinstance(value, str) else value
+        h.update(f"{'S' if isinstance(value, str) else 'B'}{len(data)}:".encode())
+        h.update(data)
+    else:
+        text = repr(value).encode()
+        h.update(f"R{type(value).__qualname__}{len(text)}:".encode())
+        h.update(text)
+
+
+def digest_batch(batch: Any) -> str:
+    """The content digest of a batch: hex xxh3-128 over every byte, dtype and shape."""
+    h = _hasher()
+    _feed(h, batch)
+    return str(h.hexdigest())
+
+
+def _plain(index: Any) -> Any:
+    if isinstance(index, (bool, int, float, str)) or index is None:
+        return index
+    if isinstance(index, (np.integer, torch.Tensor)) and getattr(index, "ndim", 0) == 0:
+        return int(index)
+    if isinstance(index, (list, tuple)):
+        return [_plain(i) for i in index]
+    return repr(index)
+
+
+def digest_indices(indices: Any) -> tuple[str, str]:
+    """``(digest, json)`` of a unit's indices: the digest is of that JSON text."""
+    text = json.dumps(_plain(indices), separators=(",", ":"))
+    h = _hasher()
+    h.update(text.encode())
+    return str(h.hexdigest()), text
+
+
+# -- the producing side ---------------------------------------------------------------
+
+
+class Recorded:
+    """A batch on its way to the main process, with its digests.
+
+    ``position`` is the unit's batch index (map-style), or None (iterable: the main
+    process counts). ``fields`` is the JSON text of the digests (and indices) for
+    the ledger line.
+    """
+
+    __slots__ = ("batch", "fields", "position")
+
+    def __init__(self, batch: Any, position: int | None, fields: str) -> None:
+        self.batch = batch
+        self.position = position
+        self.fields = fields
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Recorded, (self.batch, self.position, self.fields))
+
+    def pin_memory(self, device: Any = None) -> Recorded:
+        """Pin the batch (torch's pin-memory thread calls this on objects it does not know)."""
+        return Recorded(pin_batch(self.batch, device), self.position, self.fields)
+
+
+class LedgerCollate:
+    """The collate function of a ledgered loader's iterators: collate, then digest.
+
+    Args:
+        collate_fn: the loader's collate function.
+        wrapper: the dataset wrapper; a map-style one keeps the unit it fetched last
+            (``last_unit``), whose position and indices go with the batch.
+        indices: whether to send the indices themselves, not only their digest.
+    """
+
+    def __init__(self, collate_fn: Callable[[Any], Any], wrapper: Any, *, indices: bool) -> None:
+        self.collate_fn = collate_fn
+        self.wrapper = wrapper
+        self.indices = indices
+
+    def __call__(self, samples: Any) -> Recorded:
+        batch = self.collate_fn(samples)
+        unit = getattr(self.wrapper, "last_unit", None)
+        content = digest_batch(batch)
+        if unit is None:
+            return Recorded(batch, None, f'"indices_digest":null,"content_digest":"{content}"')
+        position, indices = unit
+        digest, text = digest_indices(indices)
+        fields = f'"indices_digest":"{digest}","content_digest":"{content}"'
+        if self.indices:
+            fields += f',"indices":{text}'
+        return Recorded(batch, position, fields)
+
+
+# -- the main process -------------------------------------------------------------------
+
+
+def versions() -> dict[str, str | None]:
+    """The versions a header records."""
+    import importlib.metadata
+
+    try:
+        own: str | None = importlib.metadata.version("reproloader")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - always installed
+        own = None
+    return {
+        "reproloader": own,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class LedgerWriter:
+    """One rank's ledger file, written by the main process as batches are handed out.
+
+    The file is opened at the loader's first pass (line-buffered, appended to: a
+    resumed run continues it). A fresh run refuses a file that already holds lines,
+    so two runs or two loaders never mix in one file.
+
+    Args:
+        ledger: where and what to write.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._file: Any = None
+        self._path: Path | None = None
+        self.step = 0
+        # Set by load_state_dict: the next pass's header records its start as the
+        # resume point, and the step goes on from the batches recorded before it.
+        self.resumed = False
+        self._epoch = 0
+        self._count = 0  # iterable datasets: the batch index the main process counts
+
+    @property
+    def path(self) -> Path | None:
+        """The file written to, once the first pass opened it."""
+        return self._path
+
+    def begin_pass(self, header: dict[str, Any], epoch: int, start: int) -> None:
+        """Before a pass's first batch: open the file (writing the header) if not yet."""
+        self._epoch, self._count = epoch, start
+        resumed = self.resumed
+        if self._file is not None and not resumed:
+            return
+        path = rank_file(self.ledger.directory, header["rank"])
+        held = path.exists() and path.stat().st_size > 0
+        if self._file is None and held and not resumed:
+            raise FileExistsError(
+                f"ledger {path} already holds a run; a fresh run (no load_state_dict) "
+                "writes a new ledger: remove that file or give the loader another "
+                "ledger directory (a run resumed with load_state_dict continues it)"
+            )
+        resumed_at = None
+        if resumed:
+            self.step = _steps_before(path, (epoch, start)) if held else 0
+            resumed_at = {"epoch": epoch, "batch": start, "step": self.step}
+            self.resumed = False
+        if self._file is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torn = held and not _ends_with_newline(path)
+            self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            self._path = path
+            if torn:  # a killed writer's last line: the next line starts on its own
+                self._file.write("\n")
+        line = {
+            "kind": "header",
+            "format": FORMAT,
+            "version": VERSION,
+            "digest": DIGEST,
+            **header,
+            "versions": versions(),
+            "resumed_at": resumed_at,
+            "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"
+            ),
+        }
+        self._file.write(json.dumps(line) + "\n")
+
+    def __call__(self, data: Any) -> Any:
+        """Write the line of a batch handed out, and return the user's batch."""
+        if type(data) is not Recorded:  # pragma: no cover - every batch is Recorded
+            return data
+        position = data.position
+        if position is None:
+            position = self._count
+            self._count += 1
+        step = self.step
+        self.step = step + 1
+        self._file.write(
+            f'{{"kind":"batch","epoch":{self._epoch},"batch":{position},"step":{step},'
+            f"{data.fields}}}\n"
+        )
+        return data.batch
+
+    def close(self) -> None:
+        """Close the file (the loader's end; a new pass reopens nothing: use a new loader)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _steps_before(path: Path, resume: tuple[int, int]) -> int:
+    """How many distinct batches the ledger recorded before ``(epoch, batch)``: the step to go on from."""
+    seen: set[tuple[int, int]] = set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.startswith('{"kind":"batch"'):
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn line
+            key = (record["epoch"], record["batch"])
+            if key < resume:
+                seen.add(key)
+    return len(seen)
