@@ -21,6 +21,7 @@ from reproloader.exceptions import (
     StateMismatchError,
     StateVersionError,
 )
+from reproloader.ledger import Ledger, LedgerDiff, diff_ledgers
 from reproloader.loader import ReproLoader
 from reproloader.sampler import SeededRandomSampler
 from reproloader.seeding import SeedTree
@@ -35,6 +36,8 @@ __all__ = [
     "DeterminismConfig",
     "DoctorReport",
     "Finding",
+    "Ledger",
+    "LedgerDiff",
     "ReproConfig",
     "ReproError",
     "ReproLoader",
@@ -46,6 +49,7 @@ __all__ = [
     "WorkerContext",
     "__version__",
     "audit",
+    "diff_ledgers",
     "doctor",
     "get_context",
     "seed_everything",

@@ -1,7 +1,8 @@
-"""``reproloader`` / ``python -m reproloader``: thin formatting over the doctor and the audit.
+"""``reproloader`` / ``python -m reproloader``: thin formatting over the doctor, the audit and the ledger.
 
 Exit statuses, for scripts and CI: 0 done (nothing found, or findings that do not
-count); 1 problems found (``audit``, ``doctor --strict``); 2 the command could not run
+count; ``diff``: the runs are the same); 1 problems found (``audit``, ``doctor
+--strict``; ``diff``: the runs differ); 2 the command could not run
 as asked: a bad option, a config file or ``REPROLOADER_*`` variable that is missing or
 invalid, an audit target that cannot be imported or gives no pipeline. A status-2 error
 is one or two lines on stderr, the problem and a fix, never a traceback.
@@ -169,6 +170,154 @@ def _audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else FOUND
 
 
+def _print_diff(diff: Any, a: str, b: str, out: TextIO) -> None:
+    print(f"reproloader diff\n  A: {a}\n  B: {b}\n", file=out)
+    if diff.first is not None:
+        print(diff.first.describe(), file=out)
+    else:
+        print(f"no batch differs ({diff.compared:,} compared on every rank both hold)", file=out)
+    if diff.changes:
+        title = "header fields that differ" + (" (likely causes)" if not diff.same else "")
+        print(f"\n{title}:", file=out)
+        for change in diff.changes:
+            print(f"  {change.cause}", file=out)
+    if diff.notes:
+        print("\nnotes:", file=out)
+        for note in diff.notes:
+            print(f"  {note}", file=out)
+    print("\nthe runs are the same" if diff.same else "\nthe runs differ", file=out)
+
+
+def _ledger_error(error: Exception) -> UsageError:
+    return UsageError(
+        str(error), "give a ledger directory (the ledger= of a ReproLoader) or a rank file"
+    )
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from reproloader._diagnose.ledger import LedgerReadError, diff_ledgers
+
+    try:
+        diff = diff_ledgers(args.a, args.b)
+    except LedgerReadError as error:
+        raise _ledger_error(error) from error
+    if args.json:
+        json.dump(
+            {
+                "same": diff.same,
+                "first": None if diff.first is None else vars(diff.first),
+                "changes": [vars(c) for c in diff.changes],
+                "notes": diff.notes,
+                "compared": diff.compared,
+            },
+            sys.stdout,
+            indent=2,
+        )
+        print()
+    else:
+        _print_diff(diff, args.a, args.b, sys.stdout)
+    return 0 if diff.same else FOUND
+
+
+def _steps(specs: Sequence[str]) -> list[int]:
+    steps: list[int] = []
+    for spec in specs:
+        first, dash, last = spec.partition("-")
+        try:
+            low = int(first)
+            high = int(last) if dash else low
+        except ValueError:
+            raise UsageError(
+                f"--steps {spec!r} is not a step or a range", "give steps as 120 or 120-130"
+            ) from None
+        if high < low:
+            raise UsageError(f"--steps {spec!r} runs backwards", f"give {high}-{low}")
+        steps.extend(range(low, high + 1))
+    return steps
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from reproloader._diagnose.ledger import LedgerReadError, read_ledger
+
+    try:
+        ranks = read_ledger(args.path)
+    except LedgerReadError as error:
+        raise _ledger_error(error) from error
+    if args.rank is not None and args.rank not in ranks:
+        raise UsageError(
+            f"{args.path} holds no rank {args.rank}", f"give one of ranks {sorted(ranks)}"
+        )
+    chosen = [ranks[args.rank]] if args.rank is not None else list(ranks.values())
+    steps = _steps(args.steps or [])
+    rows: list[dict[str, Any]] = []
+    for ledger in chosen:
+        by_step = ledger.by_step()
+        if not steps:
+            header = ledger.header
+            print(
+                f"rank {ledger.rank}: {ledger.path}, {len(by_step):,} batches, seed "
+                f"{header.get('seed')}, {header.get('rng_scope')} scope, world size "
+                f"{header.get('world_size')}, num_workers {header.get('num_workers')}"
+            )
+            for segment in ledger.segments[1:]:
+                point = segment.header.get("resumed_at") or {}
+                print(
+                    f"  resumed at epoch {point.get('epoch')}, batch {point.get('batch')} "
+                    f"(step {point.get('step')}), line {segment.line}"
+                )
+            for note in ledger.torn_notes("  "):
+                print(note.strip())
+            continue
+        for step in steps:
+            record = by_step.get(step)
+            if record is None:
+                print(f"rank {ledger.rank} step {step}: not recorded")
+                continue
+            rows.append({"rank": ledger.rank, **record})
+            indices = record.get("indices", "(indices not recorded)")
+            if args.json:
+                continue
+            print(
+                f"rank {ledger.rank} step {step}: epoch {record['epoch']} batch "
+                f"{record['batch']} indices {json.dumps(indices)}"
+            )
+    if args.json and steps:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from reproloader._diagnose.experiments import TargetError
+    from reproloader._diagnose.ledger import LedgerReadError, batch_to_file, step_position
+
+    if args.path:
+        sys.path.insert(0, os.getcwd())
+    if args.step is not None:
+        if args.ledger is None or args.epoch is not None or args.batch is not None:
+            raise UsageError(
+                "--step needs --ledger (where the step is recorded), without --epoch/--batch",
+                "give --ledger PATH --step S, or --epoch E --batch B",
+            )
+        try:
+            epoch, batch = step_position(args.ledger, args.step, args.rank)
+        except LedgerReadError as error:
+            raise _ledger_error(error) from error
+    elif args.epoch is None or args.batch is None:
+        raise UsageError(
+            "give which batch: --epoch and --batch, or --ledger and --step",
+            "e.g. --epoch 3 --batch 120 --rank 5",
+        )
+    else:
+        epoch, batch = args.epoch, args.batch
+    try:
+        batch_to_file(args.target, epoch=epoch, batch=batch, rank=args.rank, out=args.out)
+    except TargetError as error:
+        raise UsageError(error.problem, error.fix) from error
+    print(f"wrote epoch {epoch}, batch {batch}, rank {args.rank} to {args.out}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reproloader",
@@ -226,6 +375,61 @@ def _parser() -> argparse.ArgumentParser:
         help="do not put the current directory on sys.path to import the target",
     )
     audit.set_defaults(run=_audit)
+    diff = commands.add_parser(
+        "diff",
+        help="where and why two runs' ledgers differ",
+        description="Compare two run ledgers (ReproLoader(ledger=...)): print the first "
+        "(epoch, batch, rank) where they differ, whether the indices differ or only the "
+        "values, and the header fields that differ (seed, versions, dataset length, "
+        "num_workers under worker scope...), in words. Torn last lines (a killed "
+        "process) are skipped and reported.",
+        epilog="exit status: 0 the runs are the same (a header field that does not change "
+        "the batches, such as a torch version, is printed but does not count); 1 they "
+        "differ: a batch, the ranks, or a header field that changes the batches; 2 A or B "
+        "is not a ledger",
+    )
+    diff.add_argument("a", help="a ledger directory, or one rank-NNNNN.jsonl file")
+    diff.add_argument("b", help="the ledger to compare it with")
+    diff.add_argument("--json", action="store_true", help="machine-readable output")
+    diff.set_defaults(run=_diff)
+    ledger = commands.add_parser(
+        "ledger",
+        help="summarize a run ledger, or print the indices of given steps",
+        description="Without --steps: each rank's batches, seed, scope, resumes and torn "
+        "lines. With --steps: each step's epoch, batch index and dataset indices.",
+        epilog="exit status: 0; 2 PATH is not a ledger or --steps is malformed",
+    )
+    ledger.add_argument("path", help="a ledger directory, or one rank-NNNNN.jsonl file")
+    ledger.add_argument(
+        "--steps", nargs="+", metavar="S", help="steps (global, per rank): 120 or 120-130"
+    )
+    ledger.add_argument("--rank", type=int, help="only this rank")
+    ledger.add_argument("--json", action="store_true", help="machine-readable output")
+    ledger.set_defaults(run=_ledger)
+    batch = commands.add_parser(
+        "batch",
+        help="write one batch of a run to a file (torch.save), made on demand",
+        description="Build the loader from TARGET (module:function, as audit takes) and "
+        "write the batch of the given epoch, batch index and rank to --out with "
+        "torch.save, without iterating the batches before it. Name it by --epoch and "
+        "--batch, or by --step and the run's --ledger.",
+        epilog="exit status: 0 written; 2 TARGET cannot be imported or gives no "
+        "ReproLoader, or the batch is not in the run",
+    )
+    batch.add_argument("target", help="module:function returning the run's ReproLoader")
+    batch.add_argument("--epoch", type=int)
+    batch.add_argument("--batch", type=int, help="the batch index in the epoch")
+    batch.add_argument("--rank", type=int, default=0, help="the rank (default 0)")
+    batch.add_argument("--ledger", help="the run's ledger, to find --step in")
+    batch.add_argument("--step", type=int, help="the global step (with --ledger)")
+    batch.add_argument("--out", required=True, help="the file to write (torch.save)")
+    batch.add_argument(
+        "--no-path",
+        dest="path",
+        action="store_false",
+        help="do not put the current directory on sys.path to import the target",
+    )
+    batch.set_defaults(run=_batch)
     return parser
 
 

@@ -9,9 +9,13 @@ JSON line (epoch, batch, step, digests, indices) and returns the user's batch. S
 the hashing runs in parallel in the workers, and the file is written in the order the
 user receives batches, whatever ``num_workers``.
 
-Digest: xxh3-128 (``xxhash``) over every byte of every tensor and array of the batch,
-with dtype and shape, and over the ``repr`` of other leaves, walking mappings and
-sequences in order. Hashing never draws a random number.
+Digest: xxh3-128 (``xxhash``) over each tensor's and array's dtype, shape and bytes,
+and over the ``repr`` of other leaves, walking mappings and sequences in order. With
+``content="sampled"`` (the default) a tensor of more than :data:`FULL_BYTES` bytes
+gives :data:`BLOCKS` blocks of 64 bytes spread evenly over it (and its last block)
+instead of every byte: hashing 19 MB takes about 0.5 ms, 5 % of an image batch's
+time here, above the 1 % budget (``benchmarks/ledger.py``). Hashing never draws a
+random number.
 
 Without a ledger nothing here runs: the collate function is the user's and the
 iterator's hook is None.
@@ -26,7 +30,7 @@ import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 import torch
@@ -50,6 +54,12 @@ FORMAT: Final = "reproloader-ledger"
 VERSION: Final = 1
 DIGEST: Final = "xxh3_128"
 """The digest of both the indices and the content; named in each header."""
+FULL_BYTES: Final = 1 << 20
+"""With ``content="sampled"``, tensors up to this size are digested whole."""
+BLOCKS: Final = 1024
+"""With ``content="sampled"``, about how many 64-byte blocks of a larger tensor are digested."""
+_BLOCK: Final = 64
+Content = Literal["sampled", "full"]
 
 
 def rank_file(directory: Path, rank: int) -> Path:
@@ -74,14 +84,27 @@ class Ledger:
         directory: the folder of the per-rank files; created if missing.
         indices: also write each batch's dataset indices (not only their digest), so
             ``reproloader ledger --steps`` can print them. About 6 bytes per index.
+        content: ``"sampled"`` digests every byte of tensors and arrays up to 1 MiB
+            and, of larger ones, 1,024 blocks of 64 bytes spread evenly (plus dtype
+            and shape): a change to a few values of a large tensor can go unseen.
+            ``"full"`` digests every byte, about 0.03 ms per MB in the process that
+            makes the batch (5 % of the throughput of 19 MB image batches made in
+            12 ms).
 
     .. versionadded:: 0.2
     """
 
     directory: Path
     indices: bool = True
+    content: Content = "sampled"
 
-    def __init__(self, directory: str | os.PathLike[str], *, indices: bool = True) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        indices: bool = True,
+        content: Content = "sampled",
+    ) -> None:
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(
                 f"Ledger(directory) takes a path (str or os.PathLike), got {directory!r} "
@@ -89,8 +112,11 @@ class Ledger:
             )
         if not isinstance(indices, bool):
             raise TypeError(f"Ledger(indices=) takes True or False, got {indices!r}")
+        if content not in ("sampled", "full"):
+            raise ValueError(f"Ledger(content=) takes 'sampled' or 'full', got {content!r}")
         object.__setattr__(self, "directory", Path(directory))
         object.__setattr__(self, "indices", indices)
+        object.__setattr__(self, "content", content)
 
     @classmethod
     def of(cls, value: Ledger | str | os.PathLike[str] | None) -> Ledger | None:
@@ -118,7 +144,18 @@ def _hasher() -> Any:
     return xxhash.xxh3_128()
 
 
-def _feed(h: Any, value: Any) -> None:
+def _bytes(h: Any, data: np.ndarray[Any, Any], sampled: bool) -> None:
+    # ``data``: a flat uint8 view. Sampled: evenly spaced 64-byte blocks and the tail.
+    if not sampled or data.size <= FULL_BYTES:
+        h.update(data)
+        return
+    rows = data.size // _BLOCK
+    blocks = data[: rows * _BLOCK].reshape(rows, _BLOCK)
+    h.update(np.ascontiguousarray(blocks[:: rows // BLOCKS]))
+    h.update(data[(rows - 1) * _BLOCK :])
+
+
+def _feed(h: Any, value: Any, sampled: bool) -> None:
     # Tags keep structures apart: [a, b] and (a, b) and {0: a, 1: b} digest differently.
     if isinstance(value, torch.Tensor):
         tensor = value.detach()
@@ -131,19 +168,19 @@ def _feed(h: Any, value: Any) -> None:
                 tensor = tensor.resolve_conj()
             if tensor.is_neg():
                 tensor = tensor.resolve_neg()
-            h.update(tensor.reshape(-1).view(torch.uint8).numpy())
+            _bytes(h, tensor.reshape(-1).view(torch.uint8).numpy(), sampled)
     elif isinstance(value, np.ndarray) and value.dtype != object:
         h.update(f"A{value.dtype.str}{value.shape}".encode())
-        h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8))
+        _bytes(h, np.ascontiguousarray(value).reshape(-1).view(np.uint8), sampled)
     elif isinstance(value, Mapping):
         h.update(f"M{len(value)}".encode())
         for key, item in value.items():
-            _feed(h, key)
-            _feed(h, item)
+            _feed(h, key, sampled)
+            _feed(h, item, sampled)
     elif isinstance(value, (list, tuple)):
         h.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}".encode())
         for item in value:
-            _feed(h, item)
+            _feed(h, item, sampled)
     elif isinstance(value, (str, bytes)):
         data = value.encode() if isinstance(value, str) else value
         h.update(f"{'S' if isinstance(value, str) else 'B'}{len(data)}:".encode())
@@ -154,10 +191,10 @@ def _feed(h: Any, value: Any) -> None:
         h.update(text)
 
 
-def digest_batch(batch: Any) -> str:
-    """The content digest of a batch: hex xxh3-128 over every byte, dtype and shape."""
+def digest_batch(batch: Any, content: Content = "full") -> str:
+    """The content digest of a batch: hex xxh3-128 over dtypes, shapes and bytes (see ``content``)."""
     h = _hasher()
-    _feed(h, batch)
+    _feed(h, batch, content == "sampled")
     return str(h.hexdigest())
 
 
@@ -173,7 +210,10 @@ def _plain(index: Any) -> Any:
 
 def digest_indices(indices: Any) -> tuple[str, str]:
     """``(digest, json)`` of a unit's indices: the digest is of that JSON text."""
-    text = json.dumps(_plain(indices), separators=(",", ":"))
+    try:  # plain ints (the usual case) need no conversion
+        text = json.dumps(indices, separators=(",", ":"))
+    except TypeError:  # numpy integers, tensors, other keys
+        text = json.dumps(_plain(indices), separators=(",", ":"))
     h = _hasher()
     h.update(text.encode())
     return str(h.hexdigest()), text
@@ -215,15 +255,18 @@ class LedgerCollate:
         indices: whether to send the indices themselves, not only their digest.
     """
 
-    def __init__(self, collate_fn: Callable[[Any], Any], wrapper: Any, *, indices: bool) -> None:
+    def __init__(
+        self, collate_fn: Callable[[Any], Any], wrapper: Any, *, indices: bool, content: Content
+    ) -> None:
         self.collate_fn = collate_fn
         self.wrapper = wrapper
         self.indices = indices
+        self.content = content
 
     def __call__(self, samples: Any) -> Recorded:
         batch = self.collate_fn(samples)
         unit = getattr(self.wrapper, "last_unit", None)
-        content = digest_batch(batch)
+        content = digest_batch(batch, self.content)
         if unit is None:
             return Recorded(batch, None, f'"indices_digest":null,"content_digest":"{content}"')
         position, indices = unit
@@ -311,6 +354,7 @@ class LedgerWriter:
             "format": FORMAT,
             "version": VERSION,
             "digest": DIGEST,
+            "content": self.ledger.content,
             **header,
             "versions": versions(),
             "resumed_at": resumed_at,

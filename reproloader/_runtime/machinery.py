@@ -381,7 +381,7 @@ class Machinery:
         ledger = getattr(loader, "ledger", None)
         if ledger is not None:
             overrides["collate_fn"] = LedgerCollate(
-                loader.collate_fn, wrapper, indices=ledger.indices
+                loader.collate_fn, wrapper, indices=ledger.indices, content=ledger.content
             )
 
     def ledger_header(self, loader: DataLoader[Any], current: Pass) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""The run ledger's cost: ReproLoader with and without ``ledger=``, against DataLoader, in one run.
+
+Cases: the 0.2 ms-sample dataset of ``throughput.py`` (batches of 32 and 256) and an
+image-sized one (batches of 32 x 3 x 224 x 224 float32, 19 MB: 0.2 ms of CPU work
+per sample plus the image), each with 0 and 2 workers. As in ``throughput.py``, each
+repetition gives paired ratios (``time(DataLoader) / time(loader)``, loaders taking
+batches in turn without workers, whole epochs one after the other with workers) and
+the median over repetitions is reported. ``ledger cost`` is
+``time(ReproLoader) / time(ReproLoader with a ledger)``: 0.99 means the ledger takes
+1 % of the throughput. The budget (issue 25) is at most 1 % in every case.
+
+It also times each digest candidate on one image-sized batch (``--digests``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _report import save
+from throughput import Tiny, Work, epoch_seconds, interleaved_epochs
+from torch.utils.data import DataLoader, Dataset
+
+from reproloader import ReproLoader
+
+
+class Image(Work):
+    """0.2 ms of CPU work per sample (as ``Work``), returning a 3 x 224 x 224 float32 image."""
+
+    def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]
+        base = super().__getitem__(i)
+        return torch.full((3, 224, 224), float(base[0]))
+
+
+def _loaders(dataset: Dataset[Any], bs: int, nw: int, directory: Path) -> dict[str, Any]:
+    return {
+        "DataLoader": DataLoader(dataset, batch_size=bs, shuffle=True, num_workers=nw),
+        "ReproLoader": ReproLoader(dataset, batch_size=bs, shuffle=True, num_workers=nw, seed=0),
+        "ReproLoader + ledger": ReproLoader(
+            dataset, batch_size=bs, shuffle=True, num_workers=nw, seed=0, ledger=directory
+        ),
+    }
+
+
+def measure(dataset: Dataset[Any], batch_size: int, num_workers: int, reps: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        loaders = _loaders(dataset, batch_size, num_workers, Path(tmp))
+        for loader in loaders.values():  # warm up: imports, caches, first fork
+            epoch_seconds(loader)
+        times: dict[str, list[float]] = {name: [] for name in loaders}
+        for _ in range(reps):
+            if num_workers == 0:
+                for name, seconds in interleaved_epochs(loaders).items():
+                    times[name].append(seconds)
+                continue
+            for name, loader in loaders.items():
+                times[name].append(epoch_seconds(loader))
+        lines = sum(1 for _ in (Path(tmp) / "rank-00000.jsonl").open())
+        size = (Path(tmp) / "rank-00000.jsonl").stat().st_size
+    base, repro, ledger = (times[k] for k in loaders)
+    return {
+        "DataLoader s/epoch": statistics.median(base),
+        "ReproLoader": statistics.median(b / t for b, t in zip(base, repro, strict=True)),
+        "ReproLoader + ledger": statistics.median(b / t for b, t in zip(base, ledger, strict=True)),
+        "ledger cost": statistics.median(r / t for r, t in zip(repro, ledger, strict=True)),
+        "ledger bytes per batch": size / max(1, lines),
+    }
+
+
+def digests(reps: int = 15) -> list[dict[str, Any]]:
+    """Each candidate's time on one 32 x 3 x 224 x 224 float32 batch (best of ``reps``)."""
+    import xxhash
+
+    data = memoryview(torch.rand(32, 3, 224, 224).view(torch.uint8).numpy().reshape(-1))
+    candidates: dict[str, Callable[[], object]] = {
+        "hashlib.sha256": lambda: hashlib.sha256(data).digest(),
+        "hashlib.blake2b (16 bytes)": lambda: hashlib.blake2b(data, digest_size=16).digest(),
+        "hashlib.md5": lambda: hashlib.md5(data).digest(),
+        "zlib.crc32": lambda: zlib.crc32(data),
+        "zlib.adler32": lambda: zlib.adler32(data),
+        "xxhash.xxh3_64": lambda: xxhash.xxh3_64_intdigest(data),
+        "xxhash.xxh3_128 (chosen)": lambda: xxhash.xxh3_128_intdigest(data),
+        "numpy uint64 sum (not a digest)": lambda: np.frombuffer(data, np.uint64).sum(),
+    }
+    rows = []
+    for name, fn in candidates.items():
+        best = float("inf")
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        rows.append({"digest": name, "ms per 19.3 MB batch": best * 1e3})
+        print(f"{name:34} {best * 1e3:7.2f} ms", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="small epochs, 3 reps")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], metavar="N")
+    parser.add_argument(
+        "--cases", nargs="+", default=["0.2 ms", "image"], choices=["0.2 ms", "image", "tiny"]
+    )
+    args = parser.parse_args(argv)
+    reps = 3 if args.quick else args.reps
+    scale = 4 if args.quick else 1
+    torch.set_num_threads(1)
+    digest_rows = digests()
+    cases = {
+        "0.2 ms": (lambda: Work(4096 // scale), [32, 256]),
+        "image": (lambda: Image(1024 // scale), [32]),
+        "tiny": (lambda: Tiny(32768 // scale), [32, 256]),
+    }
+    rows = []
+    for label in args.cases:
+        make, sizes = cases[label]
+        dataset = make()
+        for num_workers in args.workers:
+            for batch_size in sizes:
+                result = measure(dataset, batch_size, num_workers, reps)
+                row = {"dataset": label, "num_workers": num_workers, "batch_size": batch_size}
+                rows.append({**row, **result})
+                print(
+                    f"{label:>7} nw={num_workers} bs={batch_size:>3}  "
+                    f"ReproLoader {result['ReproLoader']:.3f}  "
+                    f"+ ledger {result['ReproLoader + ledger']:.3f}  "
+                    f"ledger cost {result['ledger cost']:.4f}",
+                    flush=True,
+                )
+    save(args.out, "ledger", rows, table(rows, digest_rows))
+    return {"rows": rows, "digests": digest_rows}
+
+
+def table(rows: list[dict[str, Any]], digest_rows: list[dict[str, Any]]) -> str:
+    lines = [
+        (
+            "| dataset | workers | batch | DataLoader s/epoch | ReproLoader | ReproLoader + ledger "
+            "| ledger cost (ReproLoader / + ledger) | ledger bytes/batch |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['dataset']} | {r['num_workers']} | {r['batch_size']} "
+        f"| {r['DataLoader s/epoch']:.3f} | {r['ReproLoader']:.3f} "
+        f"| {r['ReproLoader + ledger']:.3f} | {r['ledger cost']:.4f} "
+        f"| {r['ledger bytes per batch']:.0f} |"
+        for r in rows
+    ]
+    lines += ["", "| digest | ms per 32 x 3 x 224 x 224 float32 batch |", "|---|---|"]
+    lines += [f"| {d['digest']} | {d['ms per 19.3 MB batch']:.2f} |" for d in digest_rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
