@@ -96,6 +96,8 @@ def rebuild(loader: Any, **changes: Any) -> Any:
     if "multiprocessing_context" in changes and hasattr(loader, "config"):
         # A ReproLoader may name its start method in its config; the change wins.
         kwargs["config"] = loader.config.model_copy(update={"start_method": None})
+    if kwargs.get("ledger") is not None:
+        kwargs["ledger"] = None  # experiments are not the run: they must not write its ledger
     kwargs.update(changes)
     with quiet_torchdata():
         return cls(**kwargs)

@@ -27,6 +27,7 @@ import datetime
 import json
 import os
 import platform
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,6 +347,8 @@ class LedgerWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             torn = held and not _ends_with_newline(path)
             self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            # Closed when the loader goes (or the interpreter exits), quietly.
+            weakref.finalize(self, self._file.close)
             self._path = path
             if torn:  # a killed writer's last line: the next line starts on its own
                 self._file.write("\n")
