@@ -197,7 +197,6 @@ def _number(value: Any) -> str:
 _RECIPE = (
     ("seed", "seed"),
     ("dataset_length", "dataset length"),
-    ("dataset_type", "dataset type"),
     ("rng_scope", "rng scope"),
     ("batch_size", "batch size"),
     ("drop_last", "drop_last"),
@@ -210,6 +209,7 @@ _RECIPE = (
 )
 _NOT_COMPARED = {
     "kind",
+    "dataset_type",
     "rank",
     "resumed_at",
     "written_at",
@@ -241,6 +241,10 @@ def header_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[HeaderCha
         changes.append(
             HeaderChange("in_order", x, y, f"in_order {x} vs {y} (may reorder batches)", False)
         )
+    if a.get("dataset_type") != b.get("dataset_type"):
+        x, y = a.get("dataset_type"), b.get("dataset_type")
+        # The class's name alone changes no batch (the batches themselves are compared).
+        changes.append(HeaderChange("dataset_type", x, y, f"dataset type {x} vs {y}", False))
     for package in ("torch", "numpy", "python", "reproloader"):
         x = (a.get("versions") or {}).get(package)
         y = (b.get("versions") or {}).get(package)

@@ -393,7 +393,11 @@ class Machinery:
         header["shuffle"] = getattr(loader, "shuffle", None)
         header["shard"] = getattr(loader, "shard", False)
         header["in_order"] = getattr(loader, "in_order", True)
-        header["config"] = self._config.model_dump(mode="json")
+        config = self._config.model_dump(mode="json")
+        for name, value in self._config:
+            if isinstance(value, frozenset):  # a set's order changes with the hash seed
+                config[name] = sorted(value)
+        header["config"] = config
         return header
 
     def _user_sampler_rngs(self, loader: DataLoader[Any], rank: int) -> SamplerRngs:

@@ -76,6 +76,7 @@ def test_header_records_what_makes_the_run(base: Path) -> None:
     }
     assert {key: header[key] for key in expected} == expected
     assert header["config"]["rng_scope"] == "batch"
+    assert header["config"]["reseed_globals"] == ["numpy", "random", "torch"]  # sorted
     assert header["config"]["determinism"]["cudnn_benchmark"] is False
     assert header["versions"] == {
         "reproloader": reproloader.__version__,
