@@ -9,13 +9,22 @@ the median over repetitions is reported. ``ledger cost`` is
 ``time(ReproLoader) / time(ReproLoader with a ledger)``: 0.99 means the ledger takes
 1 % of the throughput. The budget (issue 25) is at most 1 % in every case.
 
-It also times each digest candidate on one image-sized batch (``--digests``).
+Times are CPU seconds (``--wall`` for the wall clock): without workers the main
+process's, with workers the main process's plus the workers' (reaped at each epoch's
+end), so that other jobs on a shared machine do not count. On a loaded machine the
+end-to-end ratio still moves by a percent or two from run to run, so each case also
+times the ledger's own work on one of its batches directly (best of many): the digests (made where the batch is made, so in a worker when there are
+workers) and the line the main process writes. ``work share`` is that time over
+DataLoader's time per batch: the ledger's cost without the noise.
+
+It also times each digest candidate on one image-sized batch.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import statistics
 import tempfile
 import time
@@ -31,6 +40,7 @@ from throughput import Tiny, Work, epoch_seconds, interleaved_epochs
 from torch.utils.data import DataLoader, Dataset
 
 from reproloader import ReproLoader
+from reproloader._runtime.ledger import Ledger, LedgerCollate, LedgerWriter, Recorded
 
 
 class Image(Work):
@@ -51,23 +61,63 @@ def _loaders(dataset: Dataset[Any], bs: int, nw: int, directory: Path) -> dict[s
     }
 
 
-def measure(dataset: Dataset[Any], batch_size: int, num_workers: int, reps: int) -> dict[str, Any]:
+class _Unit:
+    # Stands for the dataset wrapper: the unit the batch was made from.
+    def __init__(self, indices: list[int]) -> None:
+        self.last_unit = (0, indices)
+
+
+def ledger_work(dataset: Dataset[Any], batch_size: int, reps: int = 50) -> float:
+    """Seconds of the ledger's own work on one batch: digests, then the line written."""
+    indices = list(range(batch_size))
+    samples = [dataset[i] for i in indices]
+    batch = torch.utils.data.default_collate(samples)
+    collate = LedgerCollate(lambda _: batch, _Unit(indices), indices=True, content="sampled")
+    best = float("inf")
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = LedgerWriter(Ledger(tmp))
+        writer.begin_pass({"rank": 0}, 0, 0)
+        for _ in range(reps):
+            start = time.perf_counter()
+            recorded: Recorded = collate(samples)
+            writer(recorded)
+            best = min(best, time.perf_counter() - start)
+        writer.close()
+    return best
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (workers, after each epoch)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def measure(
+    dataset: Dataset[Any], batch_size: int, num_workers: int, reps: int, wall: bool = False
+) -> dict[str, Any]:
+    clock: Callable[[], float] = time.perf_counter if wall else cpu_seconds
+    if not wall and num_workers == 0:
+        clock = time.process_time
     with tempfile.TemporaryDirectory() as tmp:
         loaders = _loaders(dataset, batch_size, num_workers, Path(tmp))
         for loader in loaders.values():  # warm up: imports, caches, first fork
-            epoch_seconds(loader)
+            epoch_seconds(loader, clock)
         times: dict[str, list[float]] = {name: [] for name in loaders}
         for _ in range(reps):
             if num_workers == 0:
-                for name, seconds in interleaved_epochs(loaders).items():
+                for name, seconds in interleaved_epochs(loaders, clock).items():
                     times[name].append(seconds)
                 continue
             for name, loader in loaders.items():
-                times[name].append(epoch_seconds(loader))
+                times[name].append(epoch_seconds(loader, clock))
         lines = sum(1 for _ in (Path(tmp) / "rank-00000.jsonl").open())
         size = (Path(tmp) / "rank-00000.jsonl").stat().st_size
     base, repro, ledger = (times[k] for k in loaders)
+    batches = -(-len(dataset) // batch_size)  # type: ignore[arg-type]
+    work = ledger_work(dataset, batch_size)
     return {
+        "ledger us per batch": work * 1e6,
+        "work share": work / (statistics.median(base) / batches),
         "DataLoader s/epoch": statistics.median(base),
         "ReproLoader": statistics.median(b / t for b, t in zip(base, repro, strict=True)),
         "ReproLoader + ledger": statistics.median(b / t for b, t in zip(base, ledger, strict=True)),
@@ -109,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="small epochs, 3 reps")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], metavar="N")
+    parser.add_argument("--wall", action="store_true", help="the wall clock, not CPU time")
     parser.add_argument(
         "--cases", nargs="+", default=["0.2 ms", "image"], choices=["0.2 ms", "image", "tiny"]
     )
@@ -128,14 +179,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         dataset = make()
         for num_workers in args.workers:
             for batch_size in sizes:
-                result = measure(dataset, batch_size, num_workers, reps)
+                result = measure(dataset, batch_size, num_workers, reps, args.wall)
                 row = {"dataset": label, "num_workers": num_workers, "batch_size": batch_size}
                 rows.append({**row, **result})
                 print(
                     f"{label:>7} nw={num_workers} bs={batch_size:>3}  "
                     f"ReproLoader {result['ReproLoader']:.3f}  "
                     f"+ ledger {result['ReproLoader + ledger']:.3f}  "
-                    f"ledger cost {result['ledger cost']:.4f}",
+                    f"ledger cost {result['ledger cost']:.4f}  "
+                    f"work {result['ledger us per batch']:.0f} us/batch "
+                    f"({100 * result['work share']:.2f} %)",
                     flush=True,
                 )
     save(args.out, "ledger", rows, table(rows, digest_rows))
@@ -146,14 +199,16 @@ def table(rows: list[dict[str, Any]], digest_rows: list[dict[str, Any]]) -> str:
     lines = [
         (
             "| dataset | workers | batch | DataLoader s/epoch | ReproLoader | ReproLoader + ledger "
-            "| ledger cost (ReproLoader / + ledger) | ledger bytes/batch |"
+            "| ledger cost (ReproLoader / + ledger) | ledger work per batch "
+            "| work share | ledger bytes/batch |"
         ),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['dataset']} | {r['num_workers']} | {r['batch_size']} "
         f"| {r['DataLoader s/epoch']:.3f} | {r['ReproLoader']:.3f} "
         f"| {r['ReproLoader + ledger']:.3f} | {r['ledger cost']:.4f} "
+        f"| {r['ledger us per batch']:.0f} us | {100 * r['work share']:.2f} % "
         f"| {r['ledger bytes per batch']:.0f} |"
         for r in rows
     ]

@@ -12,6 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import discovery
+import ledger
 import plot  # imported after the path set-up above
 import resume
 import scale
@@ -27,6 +28,7 @@ def main() -> None:
     unit_cost.main(["--reps", "3"] if quick else [])
     scale.main(["--quick"] if quick else [])
     discovery.main(["--reps", "3"] if quick else [])
+    ledger.main(["--quick"] if quick else [])
     plot.main()
 
 

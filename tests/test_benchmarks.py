@@ -38,6 +38,15 @@ def test_unit_cost_runs_and_reports_every_setting(tmp_path: Path) -> None:
     assert (tmp_path / "unit_cost.json").exists()
 
 
+def test_ledger_benchmark_runs_and_reports_its_cost(tmp_path: Path) -> None:
+    result = run_benchmark(
+        "ledger.py", "--quick", "--cases", "image", "--workers", "0", "--out", str(tmp_path)
+    )
+    assert "xxhash.xxh3_128 (chosen)" in result.stdout
+    assert "image nw=0 bs= 32" in result.stdout
+    assert "| ledger cost (ReproLoader / + ledger) |" in (tmp_path / "ledger.md").read_text()
+
+
 def _can_compile() -> bool:
     compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
     headers = Path(sysconfig.get_paths()["include"], "Python.h")
