@@ -30,6 +30,7 @@ import platform
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -156,20 +157,27 @@ def _bytes(h: Any, data: np.ndarray[Any, Any], sampled: bool) -> None:
     h.update(data[(rows - 1) * _BLOCK :])
 
 
+def _tensor_bytes(value: torch.Tensor) -> np.ndarray[Any, Any]:
+    # The slow path: on another device, with grad, a conjugate or negative view, or a
+    # dtype numpy lacks (bfloat16): the values as bytes.
+    tensor = value.detach().cpu().resolve_conj().resolve_neg().contiguous()
+    if not tensor.numel():
+        return np.zeros(0, np.uint8)
+    return tensor.reshape(-1).view(torch.uint8).numpy()
+
+
 def _feed(h: Any, value: Any, sampled: bool) -> None:
     # Tags keep structures apart: [a, b] and (a, b) and {0: a, 1: b} digest differently.
     if isinstance(value, torch.Tensor):
-        tensor = value.detach()
-        if tensor.device.type != "cpu":
-            tensor = tensor.cpu()
-        h.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
-        if tensor.numel():
-            tensor = tensor.contiguous()
-            if tensor.is_conj():
-                tensor = tensor.resolve_conj()
-            if tensor.is_neg():
-                tensor = tensor.resolve_neg()
-            _bytes(h, tensor.reshape(-1).view(torch.uint8).numpy(), sampled)
+        h.update(f"T{value.dtype}{tuple(value.shape)}".encode())
+        try:  # a CPU tensor of a numpy dtype, without grad: its memory, no copy
+            array = value.numpy()
+        except (TypeError, RuntimeError):
+            array = _tensor_bytes(value)
+        if array.size:
+            if not array.flags.c_contiguous:
+                array = np.ascontiguousarray(array)
+            _bytes(h, array.reshape(-1).view(np.uint8), sampled)
     elif isinstance(value, np.ndarray) and value.dtype != object:
         h.update(f"A{value.dtype.str}{value.shape}".encode())
         _bytes(h, np.ascontiguousarray(value).reshape(-1).view(np.uint8), sampled)
@@ -300,7 +308,7 @@ def versions() -> dict[str, str | None]:
 class LedgerWriter:
     """One rank's ledger file, written by the main process as batches are handed out.
 
-    The file is opened at the loader's first pass (line-buffered, appended to: a
+    The file is opened at the loader's first pass (one write per line, appended to: a
     resumed run continues it). A fresh run refuses a file that already holds lines,
     so two runs or two loaders never mix in one file.
 
@@ -310,7 +318,10 @@ class LedgerWriter:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self._file: Any = None
+        self._fd: int | None = None
+        self._closer: weakref.finalize[Any, Any] | None = None
+        # What writes a line's bytes: one write() call on a file opened for append.
+        self.write: Callable[[bytes], int] = _no_file
         self._path: Path | None = None
         self.step = 0
         # Set by load_state_dict: the next pass's header records its start as the
@@ -328,11 +339,11 @@ class LedgerWriter:
         """Before a pass's first batch: open the file (writing the header) if not yet."""
         self._epoch, self._count = epoch, start
         resumed = self.resumed
-        if self._file is not None and not resumed:
+        if self._fd is not None and not resumed:
             return
         path = rank_file(self.ledger.directory, header["rank"])
         held = path.exists() and path.stat().st_size > 0
-        if self._file is None and held and not resumed:
+        if self._fd is None and held and not resumed:
             raise FileExistsError(
                 f"ledger {path} already holds a run; a fresh run (no load_state_dict) "
                 "writes a new ledger: remove that file or give the loader another "
@@ -343,15 +354,18 @@ class LedgerWriter:
             self.step = _steps_before(path, (epoch, start)) if held else 0
             resumed_at = {"epoch": epoch, "batch": start, "step": self.step}
             self.resumed = False
-        if self._file is None:
+        if self._fd is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             torn = held and not _ends_with_newline(path)
-            self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-            # Closed when the loader goes (or the interpreter exits), quietly.
-            weakref.finalize(self, self._file.close)
+            # One os.write per line, in append mode: a line reaches the file whole as
+            # the batch is handed out, with no buffer a killed process could lose.
+            fd = self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.write = partial(os.write, fd)
+            # Closed when the loader goes (or the interpreter exits).
+            self._closer = weakref.finalize(self, os.close, fd)
             self._path = path
             if torn:  # a killed writer's last line: the next line starts on its own
-                self._file.write("\n")
+                self.write(b"\n")
         line = {
             "kind": "header",
             "format": FORMAT,
@@ -365,7 +379,7 @@ class LedgerWriter:
                 timespec="seconds"
             ),
         }
-        self._file.write(json.dumps(line) + "\n")
+        self.write((json.dumps(line) + "\n").encode())
 
     def __call__(self, data: Any) -> Any:
         """Write the line of a batch handed out, and return the user's batch."""
@@ -377,17 +391,22 @@ class LedgerWriter:
             self._count += 1
         step = self.step
         self.step = step + 1
-        self._file.write(
+        self.write(
             f'{{"kind":"batch","epoch":{self._epoch},"batch":{position},"step":{step},'
-            f"{data.fields}}}\n"
+            f"{data.fields}}}\n".encode()
         )
         return data.batch
 
     def close(self) -> None:
         """Close the file (the loader's end; a new pass reopens nothing: use a new loader)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._closer is not None:
+            self._closer()
+            self._fd = self._closer = None
+            self.write = _no_file
+
+
+def _no_file(data: bytes) -> int:
+    raise ValueError("the ledger file is closed (or not opened yet)")
 
 
 def _ends_with_newline(path: Path) -> bool:

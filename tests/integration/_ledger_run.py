@@ -49,26 +49,22 @@ def loader(ledger: Path, perturbed: int | None = None, **kwargs: Any) -> ReproLo
 
 
 class KillMidLine:
-    """The ledger file, but the line of step KILL_STEP is cut in half by a SIGKILL."""
+    """The ledger's write, but the line of step KILL_STEP is cut in half by a SIGKILL."""
 
-    def __init__(self, file: Any) -> None:
-        self.file = file
+    def __init__(self, write: Any) -> None:
+        self.write = write
 
-    def write(self, text: str) -> int:
-        if f'"step":{KILL_STEP},' in text:
-            self.file.write(text[: len(text) // 2])
-            self.file.flush()
+    def __call__(self, data: bytes) -> int:
+        if f'"step":{KILL_STEP},'.encode() in data:
+            self.write(data[: len(data) // 2])
             os.kill(os.getpid(), signal.SIGKILL)
-        return int(self.file.write(text))
-
-    def close(self) -> None:
-        self.file.close()
+        return int(self.write(data))
 
 
 def kill(directory: Path) -> None:
     run = loader(directory / "ledger")
     it = iter(run)
-    run._ledger._file = KillMidLine(run._ledger._file)
+    run._ledger.write = KillMidLine(run._ledger.write)  # the test's knife
     for step, _ in enumerate(it):
         if step == CHECKPOINT_AFTER:
             torch.save(run.state_dict(), directory / "state.pt")
