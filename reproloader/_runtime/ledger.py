@@ -136,21 +136,35 @@ class Ledger:
 # -- digests ------------------------------------------------------------------------
 
 
+_XXHASH: Any = None
+
+
+def _xxhash() -> Any:
+    global _XXHASH  # noqa: PLW0603 - imported once, on the first digest
+    if _XXHASH is None:
+        try:
+            import xxhash
+        except ImportError as error:  # pragma: no cover - xxhash is a dependency
+            raise ImportError(
+                "the run ledger digests batches with xxhash, which is not installed: "
+                "pip install xxhash"
+            ) from error
+        _XXHASH = xxhash
+    return _XXHASH
+
+
 def _hasher() -> Any:
-    try:
-        import xxhash
-    except ImportError as error:  # pragma: no cover - xxhash is a dependency
-        raise ImportError(
-            "the run ledger digests batches with xxhash, which is not installed: pip install xxhash"
-        ) from error
-    return xxhash.xxh3_128()
+    return _xxhash().xxh3_128()
 
 
-def _bytes(h: Any, data: np.ndarray[Any, Any], sampled: bool) -> None:
-    # ``data``: a flat uint8 view. Sampled: evenly spaced 64-byte blocks and the tail.
-    if not sampled or data.size <= FULL_BYTES:
-        h.update(data)
+def _bytes(h: Any, array: np.ndarray[Any, Any], sampled: bool) -> None:
+    # Sampled: evenly spaced 64-byte blocks and the tail of a large array.
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    if not sampled or array.nbytes <= FULL_BYTES:
+        h.update(array)  # its memory, through the buffer protocol
         return
+    data = array.reshape(-1).view(np.uint8)
     rows = data.size // _BLOCK
     blocks = data[: rows * _BLOCK].reshape(rows, _BLOCK)
     h.update(np.ascontiguousarray(blocks[:: rows // BLOCKS]))
@@ -175,12 +189,11 @@ def _feed(h: Any, value: Any, sampled: bool) -> None:
         except (TypeError, RuntimeError):
             array = _tensor_bytes(value)
         if array.size:
-            if not array.flags.c_contiguous:
-                array = np.ascontiguousarray(array)
-            _bytes(h, array.reshape(-1).view(np.uint8), sampled)
+            _bytes(h, array, sampled)
     elif isinstance(value, np.ndarray) and value.dtype != object:
         h.update(f"A{value.dtype.str}{value.shape}".encode())
-        _bytes(h, np.ascontiguousarray(value).reshape(-1).view(np.uint8), sampled)
+        if value.size:
+            _bytes(h, value, sampled)
     elif isinstance(value, Mapping):
         h.update(f"M{len(value)}".encode())
         for key, item in value.items():
@@ -223,9 +236,7 @@ def digest_indices(indices: Any) -> tuple[str, str]:
         text = json.dumps(indices, separators=(",", ":"))
     except TypeError:  # numpy integers, tensors, other keys
         text = json.dumps(_plain(indices), separators=(",", ":"))
-    h = _hasher()
-    h.update(text.encode())
-    return str(h.hexdigest()), text
+    return str(_xxhash().xxh3_128_hexdigest(text.encode())), text
 
 
 # -- the producing side ---------------------------------------------------------------
