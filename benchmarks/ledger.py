@@ -12,10 +12,11 @@ the median over repetitions is reported. ``ledger cost`` is
 Times are CPU seconds (``--wall`` for the wall clock): without workers the main
 process's, with workers the main process's plus the workers' (reaped at each epoch's
 end), so that other jobs on a shared machine do not count. On a loaded machine the
-end-to-end ratio still moves by a percent or two from run to run, so each case also
-times the ledger's own work on one of its batches directly (best of many): the digests (made where the batch is made, so in a worker when there are
-workers) and the line the main process writes. ``work share`` is that time over
-DataLoader's time per batch: the ledger's cost without the noise.
+end-to-end ratio still moves by a percent or more from run to run, so each case also
+times the ledger's own work in place, over one epoch without workers: the digests
+(made where the batch is made: in a worker when there are workers) and the line the
+main process writes. ``work share`` is that time over DataLoader's time per batch:
+the ledger's cost without the noise of comparing two loaders.
 
 It also times each digest candidate on one image-sized batch.
 """
@@ -40,7 +41,7 @@ from throughput import Tiny, Work, epoch_seconds, interleaved_epochs
 from torch.utils.data import DataLoader, Dataset
 
 from reproloader import ReproLoader
-from reproloader._runtime.ledger import Ledger, LedgerCollate, LedgerWriter, Recorded
+from reproloader._runtime.ledger import LedgerCollate, LedgerWriter, Recorded
 
 
 class Image(Work):
@@ -61,29 +62,57 @@ def _loaders(dataset: Dataset[Any], bs: int, nw: int, directory: Path) -> dict[s
     }
 
 
-class _Unit:
-    # Stands for the dataset wrapper: the unit the batch was made from.
-    def __init__(self, indices: list[int]) -> None:
-        self.last_unit = (0, indices)
+def ledger_work(dataset: Dataset[Any], batch_size: int) -> float:
+    """Seconds of the ledger's own work per batch, timed in place over one epoch.
 
+    The digests (what the ledger's collate function adds to the user's) and the line
+    written, in the main process (``num_workers=0``), with the caches the samples'
+    own work left: what the ledger adds to each batch, without the noise of comparing
+    two loaders.
+    """
+    spent = [0.0, 0.0]  # seconds, batches
+    collate_call, writer_call = LedgerCollate.__call__, LedgerWriter.__call__
 
-def ledger_work(dataset: Dataset[Any], batch_size: int, reps: int = 50) -> float:
-    """Seconds of the ledger's own work on one batch: digests, then the line written."""
-    indices = list(range(batch_size))
-    samples = [dataset[i] for i in indices]
-    batch = torch.utils.data.default_collate(samples)
-    collate = LedgerCollate(lambda _: batch, _Unit(indices), indices=True, content="sampled")
-    best = float("inf")
-    with tempfile.TemporaryDirectory() as tmp:
-        writer = LedgerWriter(Ledger(tmp))
-        writer.begin_pass({"rank": 0}, 0, 0)
-        for _ in range(reps):
+    def timed_collate(self: LedgerCollate, samples: Any) -> Recorded:
+        user = self.collate_fn
+        inner = [0.0]
+
+        def timed_user(items: Any) -> Any:
             start = time.perf_counter()
-            recorded: Recorded = collate(samples)
-            writer(recorded)
-            best = min(best, time.perf_counter() - start)
-        writer.close()
-    return best
+            batch = user(items)
+            inner[0] = time.perf_counter() - start
+            return batch
+
+        self.collate_fn = timed_user
+        start = time.perf_counter()
+        try:
+            recorded = collate_call(self, samples)
+        finally:
+            self.collate_fn = user
+        spent[0] += time.perf_counter() - start - inner[0]
+        spent[1] += 1
+        return recorded
+
+    def timed_writer(self: LedgerWriter, data: Any) -> Any:
+        start = time.perf_counter()
+        batch = writer_call(self, data)
+        spent[0] += time.perf_counter() - start
+        return batch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        loader = ReproLoader(dataset, batch_size=batch_size, shuffle=True, seed=0, ledger=tmp)
+        for _ in loader:  # warm up: the file opened, xxhash imported
+            pass
+        LedgerCollate.__call__ = timed_collate  # type: ignore[method-assign]
+        LedgerWriter.__call__ = timed_writer  # type: ignore[method-assign]
+        try:
+            for _ in loader:
+                pass
+        finally:
+            LedgerCollate.__call__ = collate_call  # type: ignore[method-assign]
+            LedgerWriter.__call__ = writer_call  # type: ignore[method-assign]
+        del loader
+    return spent[0] / spent[1]
 
 
 def cpu_seconds() -> float:
