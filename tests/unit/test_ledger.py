@@ -333,9 +333,36 @@ def test_batch_command_writes_the_batch_the_run_had(base: Path, tmp_path: Path) 
     assert torch.equal(torch.load(out, weights_only=True), batch)
 
 
+class Asked(torch.utils.data.DataLoader[Any]):
+    """A loader whose batch_at says what it was asked (the CLI's side of `batch`, alone)."""
+
+    def batch_at(self, epoch: int, batch: int, *, rank: int = 0) -> dict[str, int]:
+        return {"epoch": epoch, "batch": batch, "rank": rank}
+
+
+def asked_loader() -> Asked:
+    return Asked(Noisy())
+
+
+def test_batch_command_asks_batch_at_for_the_steps_position(base: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b.pt"
+    target = f"{__name__}:asked_loader"
+    assert cli.main(["batch", target, "--ledger", str(base), "--step", "8", "--out", str(out)]) == 0
+    assert torch.load(out, weights_only=True) == {"epoch": 1, "batch": 2, "rank": 0}
+    args = ["--epoch", "3", "--batch", "4", "--rank", "1", "--out", str(out)]
+    assert cli.main(["batch", target, *args]) == 0
+    assert torch.load(out, weights_only=True) == {"epoch": 3, "batch": 4, "rank": 1}
+
+
 def test_batch_command_usage_errors(base: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "b.pt")
     target = f"{__name__}:build_loader"
     assert cli.main(["batch", target, "--out", out]) == 2
     assert cli.main(["batch", target, "--step", "3", "--out", out]) == 2
     assert cli.main(["batch", target, "--ledger", str(base), "--step", "99", "--out", out]) == 2
+    plain = f"{__name__}:plain_loader"
+    assert cli.main(["batch", plain, "--epoch", "0", "--batch", "0", "--out", out]) == 2
+
+
+def plain_loader() -> torch.utils.data.DataLoader[Any]:
+    return torch.utils.data.DataLoader(Noisy())
