@@ -300,9 +300,11 @@ def _batch(args: argparse.Namespace) -> int:
                 "give --ledger PATH --step S, or --epoch E --batch B",
             )
         try:
-            epoch, batch = step_position(args.ledger, args.step, args.rank)
+            epoch, batch, world_size = step_position(args.ledger, args.step, args.rank)
         except LedgerReadError as error:
             raise _ledger_error(error) from error
+        if args.world_size is None:
+            args.world_size = world_size
     elif args.epoch is None or args.batch is None:
         raise UsageError(
             "give which batch: --epoch and --batch, or --ledger and --step",
@@ -311,7 +313,14 @@ def _batch(args: argparse.Namespace) -> int:
     else:
         epoch, batch = args.epoch, args.batch
     try:
-        batch_to_file(args.target, epoch=epoch, batch=batch, rank=args.rank, out=args.out)
+        batch_to_file(
+            args.target,
+            epoch=epoch,
+            batch=batch,
+            rank=args.rank,
+            world_size=args.world_size,
+            out=args.out,
+        )
     except TargetError as error:
         raise UsageError(error.problem, error.fix) from error
     print(f"wrote epoch {epoch}, batch {batch}, rank {args.rank} to {args.out}")
@@ -420,6 +429,11 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--epoch", type=int)
     batch.add_argument("--batch", type=int, help="the batch index in the epoch")
     batch.add_argument("--rank", type=int, default=0, help="the rank (default 0)")
+    batch.add_argument(
+        "--world-size",
+        type=int,
+        help="the run's number of ranks (default: the ledger's with --ledger, else 1)",
+    )
     batch.add_argument("--ledger", help="the run's ledger, to find --step in")
     batch.add_argument("--step", type=int, help="the global step (with --ledger)")
     batch.add_argument("--out", required=True, help="the file to write (torch.save)")

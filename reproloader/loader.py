@@ -271,7 +271,8 @@ class ReproLoader(BridgedLoader[_T_co]):
         self._machinery.announce(current)
         if self._ledger is not None:
             header = self._machinery.ledger_header(self, current)
-            self._ledger.begin_pass(header, current.epoch, current.start)
+            per_epoch = self._machinery.batches(self)
+            self._ledger.begin_pass(header, current.epoch, current.start, per_epoch)
         return super().__iter__()
 
     # -- what torch's iterators are built from (see BridgedLoader) --------------

@@ -428,8 +428,8 @@ def diff_ledgers(a: str | Path, b: str | Path) -> LedgerDiff:
 # -- one batch, on demand ------------------------------------------------------------------
 
 
-def step_position(path: str | Path, step: int, rank: int) -> Key:
-    """The (epoch, batch) a ledger recorded as ``step`` on ``rank``.
+def step_position(path: str | Path, step: int, rank: int) -> tuple[int, int, int]:
+    """The (epoch, batch, world size) a ledger recorded as ``step`` on ``rank``.
 
     Raises:
         LedgerReadError: not a ledger, or no such rank or step in it.
@@ -442,14 +442,24 @@ def step_position(path: str | Path, step: int, rank: int) -> Key:
         steps = ranks[rank].by_step()
         span = f"{min(steps)}-{max(steps)}" if steps else "none"
         raise LedgerReadError(f"{path} rank {rank} recorded no step {step} (its steps: {span})")
-    return int(record["epoch"]), int(record["batch"])
+    world_size = int(ranks[rank].header.get("world_size") or 1)
+    return int(record["epoch"]), int(record["batch"]), world_size
 
 
-def batch_to_file(target: Any, *, epoch: int, batch: int, rank: int, out: str | Path) -> Any:
+def batch_to_file(
+    target: Any,
+    *,
+    epoch: int,
+    batch: int,
+    rank: int,
+    out: str | Path,
+    world_size: int | None = None,
+) -> Any:
     """Build the loader from ``target`` (as :func:`reproloader.audit` takes), make one batch, ``torch.save`` it.
 
-    The batch is ``loader.batch_at(epoch, batch, rank=rank)``: made on demand, without
-    iterating the batches before it. Returns the batch.
+    The batch is ``loader.batch_at(epoch, batch, rank=rank, world_size=world_size)``:
+    made on demand, without iterating the batches before it (``world_size`` None: this
+    process's). Returns the batch.
 
     Raises:
         TargetError: ``target`` cannot be imported or called, gives no loader, or a
@@ -467,11 +477,13 @@ def batch_to_file(target: Any, *, epoch: int, batch: int, rank: int, out: str | 
             "(no batch_at method)",
             "return a reproloader.ReproLoader built as in the run",
         )
+    where = {"rank": rank} if world_size is None else {"rank": rank, "world_size": world_size}
     try:
-        data = batch_at(epoch, batch, rank=rank)
+        data = batch_at(epoch, batch, **where)
     except (ValueError, IndexError, TypeError) as error:
+        asked = ", ".join(f"{k}={v}" for k, v in where.items())
         raise TargetError(
-            f"{target}: batch_at({epoch}, {batch}, rank={rank}) raised {raised(error)}",
+            f"{target}: batch_at({epoch}, {batch}, {asked}) raised {raised(error)}",
             "give an epoch, batch and rank the run has (reproloader ledger PATH lists them)",
         ) from error
     torch.save(data, out)

@@ -343,15 +343,28 @@ class LedgerWriter:
         self.resumed = False
         self._epoch = 0
         self._count = 0  # iterable datasets: the batch index the main process counts
+        self._per_epoch: int | None = None
 
     @property
     def path(self) -> Path | None:
         """The file written to, once the first pass opened it."""
         return self._path
 
-    def begin_pass(self, header: dict[str, Any], epoch: int, start: int) -> None:
-        """Before a pass's first batch: open the file (writing the header) if not yet."""
-        self._epoch, self._count = epoch, start
+    def begin_pass(
+        self, header: dict[str, Any], epoch: int, start: int, per_epoch: int | None = None
+    ) -> None:
+        """Before a pass's first batch: open the file (writing the header) if not yet.
+
+        Args:
+            header: the loader's header fields.
+            epoch: the pass's epoch.
+            start: its first batch index (after a mid-epoch resume, not 0).
+            per_epoch: the batches of an epoch on this rank, where known: then a
+                batch's step is ``epoch * per_epoch + batch`` (the numbering
+                ``skip_steps`` and a loop over epochs use); otherwise steps count the
+                batches recorded.
+        """
+        self._epoch, self._count, self._per_epoch = epoch, start, per_epoch
         resumed = self.resumed
         if self._fd is not None and not resumed:
             return
@@ -365,7 +378,10 @@ class LedgerWriter:
             )
         resumed_at = None
         if resumed:
-            self.step = _steps_before(path, (epoch, start)) if held else 0
+            if per_epoch is not None:
+                self.step = epoch * per_epoch + start
+            else:
+                self.step = _steps_before(path, (epoch, start)) if held else 0
             resumed_at = {"epoch": epoch, "batch": start, "step": self.step}
             self.resumed = False
         if self._fd is None:
@@ -403,7 +419,8 @@ class LedgerWriter:
         if position is None:
             position = self._count
             self._count += 1
-        step = self.step
+        per_epoch = self._per_epoch
+        step = self.step if per_epoch is None else self._epoch * per_epoch + position
         self.step = step + 1
         self.write(
             f'{{"kind":"batch","epoch":{self._epoch},"batch":{position},"step":{step},'

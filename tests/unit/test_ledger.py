@@ -101,6 +101,13 @@ def test_one_line_per_batch_with_epoch_batch_step_indices_and_digests(
     assert len({r["indices_digest"] for r in records}) == len(records)
 
 
+def test_steps_are_epoch_times_batches_per_epoch_plus_batch(tmp_path: Path) -> None:
+    loader = ReproLoader(Noisy(), batch_size=4, shuffle=True, seed=0, ledger=tmp_path)
+    loader.set_epoch(3)
+    list(loader)
+    assert [r["step"] for r in lines(tmp_path)[1:]] == [18, 19, 20, 21, 22, 23]
+
+
 def test_workers_write_the_same_lines_as_the_main_process(base: Path, tmp_path: Path) -> None:
     run(tmp_path, num_workers=2)
     assert lines(tmp_path)[1:] == lines(base)[1:]
@@ -336,8 +343,10 @@ def test_batch_command_writes_the_batch_the_run_had(base: Path, tmp_path: Path) 
 class Asked(torch.utils.data.DataLoader[Any]):
     """A loader whose batch_at says what it was asked (the CLI's side of `batch`, alone)."""
 
-    def batch_at(self, epoch: int, batch: int, *, rank: int = 0) -> dict[str, int]:
-        return {"epoch": epoch, "batch": batch, "rank": rank}
+    def batch_at(
+        self, epoch: int, batch: int, *, rank: int = 0, world_size: int | None = None
+    ) -> dict[str, int | None]:
+        return {"epoch": epoch, "batch": batch, "rank": rank, "world_size": world_size}
 
 
 def asked_loader() -> Asked:
@@ -348,10 +357,12 @@ def test_batch_command_asks_batch_at_for_the_steps_position(base: Path, tmp_path
     out = tmp_path / "b.pt"
     target = f"{__name__}:asked_loader"
     assert cli.main(["batch", target, "--ledger", str(base), "--step", "8", "--out", str(out)]) == 0
-    assert torch.load(out, weights_only=True) == {"epoch": 1, "batch": 2, "rank": 0}
+    asked = {"epoch": 1, "batch": 2, "rank": 0, "world_size": 1}  # the ledger's world size
+    assert torch.load(out, weights_only=True) == asked
     args = ["--epoch", "3", "--batch", "4", "--rank", "1", "--out", str(out)]
-    assert cli.main(["batch", target, *args]) == 0
-    assert torch.load(out, weights_only=True) == {"epoch": 3, "batch": 4, "rank": 1}
+    assert cli.main(["batch", target, *args, "--world-size", "2"]) == 0
+    asked = {"epoch": 3, "batch": 4, "rank": 1, "world_size": 2}
+    assert torch.load(out, weights_only=True) == asked
 
 
 def test_batch_command_usage_errors(base: Path, tmp_path: Path) -> None:
