@@ -63,7 +63,7 @@ def _loaders(dataset: Dataset[Any], bs: int, nw: int, directory: Path) -> dict[s
 
 
 def ledger_work(dataset: Dataset[Any], batch_size: int) -> float:
-    """Seconds of the ledger's own work per batch, timed in place over one epoch.
+    """CPU seconds of the ledger's own work per batch, timed in place over one epoch.
 
     The digests (what the ledger's collate function adds to the user's) and the line
     written, in the main process (``num_workers=0``), with the caches the samples'
@@ -78,25 +78,25 @@ def ledger_work(dataset: Dataset[Any], batch_size: int) -> float:
         inner = [0.0]
 
         def timed_user(items: Any) -> Any:
-            start = time.perf_counter()
+            start = time.process_time()
             batch = user(items)
-            inner[0] = time.perf_counter() - start
+            inner[0] = time.process_time() - start
             return batch
 
         self.collate_fn = timed_user
-        start = time.perf_counter()
+        start = time.process_time()
         try:
             recorded = collate_call(self, samples)
         finally:
             self.collate_fn = user
-        spent[0] += time.perf_counter() - start - inner[0]
+        spent[0] += time.process_time() - start - inner[0]
         spent[1] += 1
         return recorded
 
     def timed_writer(self: LedgerWriter, data: Any) -> Any:
-        start = time.perf_counter()
+        start = time.process_time()
         batch = writer_call(self, data)
-        spent[0] += time.perf_counter() - start
+        spent[0] += time.process_time() - start
         return batch
 
     with tempfile.TemporaryDirectory() as tmp:
