@@ -114,6 +114,27 @@ def test_workers_write_the_same_lines_as_the_main_process(base: Path, tmp_path: 
     assert lines(tmp_path)[0]["num_workers"] == 2
 
 
+class Stream(torch.utils.data.IterableDataset[torch.Tensor]):
+    def __iter__(self) -> Any:
+        return (torch.full((2,), float(i)) + torch.rand(2) for i in range(10))
+
+
+def test_an_iterable_dataset_records_content_and_counted_batches(tmp_path: Path) -> None:
+    loader = ReproLoader(Stream(), batch_size=4, seed=0, ledger=tmp_path)
+    batches = [batch for _ in range(2) for batch in loader]
+    records = lines(tmp_path)[1:]
+    assert [(r["epoch"], r["batch"], r["step"]) for r in records] == [
+        (0, 0, 0),
+        (0, 1, 1),
+        (0, 2, 2),
+        (1, 0, 3),
+        (1, 1, 4),
+        (1, 2, 5),
+    ]
+    assert {r["indices_digest"] for r in records} == {None}
+    assert [r["content_digest"] for r in records] == [digest_batch(b, "sampled") for b in batches]
+
+
 def test_a_fresh_run_refuses_a_ledger_that_holds_a_run(base: Path) -> None:
     with pytest.raises(FileExistsError, match="already holds a run; a fresh run"):
         run(base)
