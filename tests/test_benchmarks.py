@@ -40,7 +40,16 @@ def test_unit_cost_runs_and_reports_every_setting(tmp_path: Path) -> None:
 
 def test_ledger_benchmark_runs_and_reports_its_cost(tmp_path: Path) -> None:
     result = run_benchmark(
-        "ledger.py", "--quick", "--cases", "image", "--workers", "0", "--out", str(tmp_path)
+        "ledger.py",
+        "--quick",
+        "--reps",
+        "1",
+        "--cases",
+        "image",
+        "--workers",
+        "0",
+        "--out",
+        str(tmp_path),
     )
     assert "xxhash.xxh3_128 (chosen)" in result.stdout
     assert "image nw=0 bs= 32" in result.stdout
