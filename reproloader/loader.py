@@ -332,6 +332,8 @@ class ReproLoader(BridgedLoader[_T_co]):
         )
         if state["workers"] is None:
             machinery.warn_if_workers_kept_dataset_state(self)
+        else:
+            machinery.warn_if_dataset_state_is_lossy(self, state)
         # The caller's to keep or change (DCP loads in place): nothing in it is shared
         # with the loader or torchdata's worker snapshots.
         return copy.deepcopy(dict(state))
