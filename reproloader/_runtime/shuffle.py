@@ -98,8 +98,9 @@ EXACT_MAX: Final = BLOCK
 """Largest ``n`` whose order is an exact uniform permutation (:func:`exact_order`).
 
 At this size the whole order is one :data:`BLOCK`: the memory the Feistel path caches
-for its first block, built in about the same time (300 us against 200 us at n=8192,
-once per epoch). (State format version 4.)"""
+for its first block, built in about the same time (an epoch's first batch: 330 us
+against the Feistel's 290 us at n=8192; 30 us against 140 us at n=8; once per epoch,
+``benchmarks/scale.py``). (State format version 4.)"""
 
 # SplitMix64's finalizer (Steele, Lea and Flood 2014): xorshift-multiply steps.
 _M1: Final = np.uint64(0xBF58476D1CE4E5B9)
