@@ -39,6 +39,7 @@ from reproloader._runtime.arguments import (
 from reproloader._runtime.bridge import (
     BridgedLoader,
     IteratorView,
+    attributes_without_iterator,
     forget_iterator,
     iterator_out_of_order,
     iterator_progress,
@@ -332,6 +333,8 @@ class ReproLoader(BridgedLoader[_T_co]):
         )
         if state["workers"] is None:
             machinery.warn_if_workers_kept_dataset_state(self)
+        else:
+            machinery.warn_if_dataset_state_is_lossy(self, state)
         # The caller's to keep or change (DCP loads in place): nothing in it is shared
         # with the loader or torchdata's worker snapshots.
         return copy.deepcopy(dict(state))
@@ -413,6 +416,39 @@ class ReproLoader(BridgedLoader[_T_co]):
             iterable=self._machinery.iterable,
             batch_sampler_given=self._machinery.batch_sampler_given,
         )
+
+    # -- copies -----------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``copy.deepcopy`` and ``pickle`` copy: the loader where it is, no iterator.
+
+        torch's iterators cannot be copied. Where one runs (mid-epoch, or after an
+        epoch's end), the copy carries this loader's ``state_dict()`` instead and
+        loads it, so the copy's next ``iter()`` gives the batches this loader would
+        give next, as a resumed loader does (where no exact state can be taken now,
+        copying raises the error ``state_dict()`` raises). The copy gets its own
+        per-process machinery.
+        """
+        machinery = self._machinery
+        attributes = attributes_without_iterator(self)
+        attributes["_machinery"] = (machinery.iterable, machinery.batch_sampler_given)
+        running = running_iterator(self) is not None
+        attributes["_ReproLoader__resume"] = self.state_dict() if running else None
+        return attributes
+
+    def __setstate__(self, attributes: dict[str, Any]) -> None:
+        resume = attributes.pop("_ReproLoader__resume", None)
+        iterable, batch_sampler_given = attributes.pop("_machinery")
+        self.__dict__.update(attributes)
+        self.__dict__["_machinery"] = Machinery(
+            self,
+            seed=self.seed,
+            config=self.config,
+            iterable=iterable,
+            batch_sampler_given=batch_sampler_given,
+        )
+        if resume is not None:
+            self.load_state_dict(resume)
 
     def __len__(self) -> int:
         if self.shard:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, NoReturn, TypedDict
 
 from reproloader._runtime import rngstate
+from reproloader._runtime.shuffle import EXACT_MAX
 from reproloader.exceptions import StateFieldError, StateMismatchError, StateVersionError
 
 __all__ = [
@@ -35,7 +36,9 @@ __all__ = [
 ]
 
 FORMAT: Final = "reproloader.ReproLoader"
-VERSION: Final = 3
+VERSION: Final = 4
+"""Version 4: shuffle orders of at most ``EXACT_MAX`` (8192) samples are exact uniform
+permutations (see :func:`upgrade`)."""
 
 RANKS_FORMAT: Final = "reproloader.ReproLoader/ranks"
 """The format of a state gathered from every rank (``distributed.gather_state``):
@@ -58,15 +61,17 @@ IDENTITY_FIELDS: Final = (
 
 
 class LoaderState(TypedDict):
-    """What ``ReproLoader.state_dict()`` returns (format version 3).
+    """What ``ReproLoader.state_dict()`` returns (format version 4).
 
     Version 2 has the fields of version 1; it marks the shuffle order of
     :mod:`reproloader._runtime.shuffle`. Version 3 has version 2's fields; it marks
-    python random filled from a unit's words (see :func:`upgrade`).
+    python random filled from a unit's words. Version 4 has version 3's fields; it
+    marks the exact shuffle orders of datasets of at most 8192 samples (see
+    :func:`upgrade`).
 
     Attributes:
         format: always ``"reproloader.ReproLoader"``.
-        version: the format version, 3.
+        version: the format version, 4.
         seed: the loader's root seed.
         rng_scope: ``"batch"``, ``"sample"`` or ``"worker"``.
         reseed_globals: sorted names of the reseeded global RNGs.
@@ -483,11 +488,14 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
     permutation), seeds torch below 2**63, and gives the worker part a schema of its
     own (a version-1 worker part, torchdata's layout, is converted). Version 3 fills
     python random's state from a unit's words (it was ``random.seed``); its fields are
-    version 2's. A version-1 state taken mid-epoch of a shuffled sampler
-    (``"shuffle"``, ``"shuffle(seed=...)"``, ``"sharded, shuffle"``) or with torch
-    reseeded, and a version-1 or 2 state taken mid-epoch with python random reseeded,
-    is refused: the rest of its epoch would not be what the release that saved it
-    gives. Taken at an epoch's end or before its first batch it loads; so does one
+    version 2's. Version 4 shuffles a dataset of at most ``EXACT_MAX`` (8192) samples
+    with an exact uniform permutation (it was the Feistel bijection, not uniform on so
+    few); its fields are version 3's. A version-1 state taken mid-epoch of a shuffled
+    sampler (``"shuffle"``, ``"shuffle(seed=...)"``, ``"sharded, shuffle"``) or with
+    torch reseeded, a version-1 or 2 state taken mid-epoch with python random
+    reseeded, and a version-1 to 3 state taken mid-epoch of a shuffled sampler over at
+    most 8192 samples, is refused: the rest of its epoch would not be what the release
+    that saved it gives. Taken at an epoch's end or before its first batch it loads; so does one
     whose epoch draws nothing changed.
 
     Raises:
@@ -526,10 +534,11 @@ def _refuse_a_changed_epoch(state: Mapping[str, Any], version: int) -> None:
     reseeded = state["reseed_globals"] or ()
     mid_epoch = not state["finished"] and (state["position"] > 0 or bool(state["offset"]))
     changes = []
+    shuffled = sampler in ("shuffle", "sharded, shuffle") or str(sampler).startswith(
+        "shuffle(seed="
+    )
+    length = state["dataset_length"]
     if version == 1:
-        shuffled = sampler in ("shuffle", "sharded, shuffle") or str(sampler).startswith(
-            "shuffle(seed="
-        )
         torch_reseeded = "torch" in reseeded
         if shuffled:
             changes.append(
@@ -543,7 +552,14 @@ def _refuse_a_changed_epoch(state: Mapping[str, Any], version: int) -> None:
                 "2 seeds torch below 2**63, so the rest of this epoch would draw other "
                 "torch values than the release that saved it"
             )
-    if "random" in reseeded:
+    elif shuffled and isinstance(length, int) and length <= EXACT_MAX:
+        changes.append(
+            f"it was taken mid-way through epoch {epoch} of a shuffled sampler "
+            f"({sampler!r}) over {length} samples; version 4 shuffles datasets of at most "
+            f"{EXACT_MAX} samples with an exact uniform permutation instead of the keyed "
+            "bijection, so the rest of this epoch would repeat some samples and skip others"
+        )
+    if "random" in reseeded and version < 3:
         changes.append(
             f"it was taken mid-way through epoch {epoch} with python random reseeded; "
             "version 3 fills python random's state from the unit's words instead of "

@@ -31,6 +31,7 @@ from reproloader._runtime.bridge import (
 )
 from reproloader._runtime.cursor import Pass, PassCursor
 from reproloader._runtime.isolation import Isolation
+from reproloader._runtime.probe import ResumeCheck, known_loss, warn_lossy
 from reproloader._runtime.producer import Plan, search, search_from
 from reproloader._runtime.rngs import GlobalRngs
 from reproloader._runtime.units import SamplerRngs, UnitSampler, describe_sampler, fast_mode
@@ -92,6 +93,9 @@ class Machinery:
         # holds a state of its own passes from each one to the next.
         self._main_wrapper: IterableWrapper | None = None
         self._warned_kept_state = False
+        # Once per loader: whether a resume through an iterable dataset's own state is
+        # exact (reproloader._runtime.probe).
+        self.resume_check = ResumeCheck()
 
     def stateful_dataset(self, loader: DataLoader[Any]) -> bool:
         """Whether the loader's dataset has its own ``state_dict``/``load_state_dict``."""
@@ -182,6 +186,27 @@ class Machinery:
             UserWarning,
             stacklevel=3,
         )
+
+    def warn_if_dataset_state_is_lossy(self, loader: DataLoader[Any], state: Any) -> None:
+        """Warn (once) where a mid-pass state resumes a dataset known to lose its position.
+
+        Any number of workers: the state carries the iterable dataset's (or its
+        iterator's) own state, and :func:`~reproloader._runtime.probe.known_loss` knows
+        that state leaves something out. (With ``num_workers=0`` the first such state is
+        also checked against a restored copy; see ``reproloader._runtime.probe``.)
+        """
+        check = self.resume_check
+        workers = state["workers"]
+        if check.done or not self.iterable or workers is None or state["finished"]:
+            return
+        if self._config.iterable_resume == "replay":
+            return
+        if not any(w["iterable"] and w["iterable"]["kind"] for w in workers["workers"]):
+            return
+        why = known_loss(loader.dataset)
+        if why is not None:
+            check.done = True
+            warn_lossy(loader.dataset, why, stacklevel=4)
 
     def warn_if_copies_not_restored(
         self, loader: DataLoader[Any], cursor: PassCursor, saved_num_workers: int
@@ -350,6 +375,7 @@ class Machinery:
                 # The same dataset object runs every pass here: it holds a state of
                 # its own once a pass started it or a state was loaded into it.
                 wrapper.touched = self._dataset_touched()
+                wrapper.check = self.resume_check
                 self._main_wrapper = wrapper
             return IteratorView(loader, dataset=wrapper, index_sampler=None, **overrides)
         units = UnitSampler(
