@@ -412,6 +412,7 @@ TOP: dict[str, Any] = {
     "workers": None,
     "done": [],
     "dataset": None,
+    "skip": [],
 }
 
 
