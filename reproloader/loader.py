@@ -356,9 +356,9 @@ class ReproLoader(BridgedLoader[_T_co]):
 
     def _where(self, rank: int | None, world_size: int | None) -> tuple[int, int]:
         own_rank, own_size = distributed.rank_and_world_size()
-        world_size = own_size if world_size is None else check_int("world_size", world_size, 2**31)
+        world_size = own_size if world_size is None else world_size
         rank = own_rank if rank is None else rank
-        if world_size < 1 or not 0 <= check_int("rank", rank, 2**31) < world_size:
+        if not 0 <= rank < world_size:
             raise ValueError(
                 f"rank must be in [0, world_size={world_size}), got {rank}; pass world_size "
                 "too to ask for a rank of a run on more ranks than this process sees"

@@ -20,7 +20,6 @@ __all__ = [
     "merge",
     "of_epoch",
     "open_segments",
-    "skipped_before",
     "steps_to_batches",
 ]
 
@@ -72,15 +71,6 @@ def is_skipped(position: int, ranges: Ranges) -> bool:
     """Whether ``position`` is in one of ``ranges``."""
     i = bisect.bisect_left(ranges, (position + 1, -1)) - 1  # the last range starting <= position
     return i >= 0 and ranges[i][0] <= position < ranges[i][1]
-
-
-def skipped_before(position: int, start: int, ranges: Ranges) -> int:
-    """How many positions in ``start .. position - 1`` are skipped."""
-    return sum(
-        max(0, min(stop, position) - max(begin, start))
-        for begin, stop in ranges
-        if begin < position
-    )
 
 
 def open_segments(start: int, ranges: Ranges) -> Iterator[tuple[int, int | None]]:

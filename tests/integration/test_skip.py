@@ -1,0 +1,178 @@
+"""Batches left out (``skip_batches``/``skip_steps``): every other batch stays bitwise the same."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.utils.data import RandomSampler
+
+from reproloader import ConfigError, ReproLoader
+from reproloader.state import upgrade
+from tests.datasets import AllSources
+
+N, BS = 17, 3  # 6 batches an epoch, the last one short
+EPOCHS = 2
+
+
+def build(kind: str, scope: str = "batch", **kwargs: Any) -> Any:
+    if kind == "user":  # a user's sampler: drawn through skipped batches, nothing loaded
+        kwargs["sampler"] = RandomSampler(range(N), generator=torch.Generator().manual_seed(1))
+    return ReproLoader(
+        AllSources(N),
+        batch_size=BS,
+        shuffle=kind in ("shuffle", "shard"),
+        shard=kind == "shard",
+        seed=3,
+        rng_scope=scope,  # type: ignore[arg-type]
+        **kwargs,
+    )
+
+
+def passes(loader: Any, epochs: int = EPOCHS) -> Iterator[tuple[int, torch.Tensor]]:
+    """(epoch, batch) of every batch handed out until the loader reaches ``epochs``."""
+    while loader.epoch < epochs:
+        epoch = loader.epoch
+        for batch in loader:
+            yield epoch, batch
+
+
+def same(a: list[tuple[int, torch.Tensor]], b: list[tuple[int, torch.Tensor]]) -> bool:
+    return len(a) == len(b) and all(
+        x[0] == y[0] and torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True)
+    )
+
+
+def skipped(epoch: int, k: int, ranges: list[tuple[int, int, int]]) -> bool:
+    return any(e == epoch and a <= k < b for e, a, b in ranges)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(["sequential", "shuffle", "shard", "user"]),
+    scope=st.sampled_from(["batch", "sample"]),
+    ranges=st.lists(
+        st.tuples(st.integers(0, EPOCHS - 1), st.integers(0, 7), st.integers(1, 4)), max_size=4
+    ),
+    by_steps=st.booleans(),
+    stop_after=st.integers(0, 12),
+)
+def test_skipping_leaves_every_other_batch_bitwise_equal_and_survives_a_resume(
+    kind: str,
+    scope: str,
+    ranges: list[tuple[int, int, int]],
+    by_steps: bool,
+    stop_after: int,
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        if kind == "shard":  # rank 1 of 2: every rank leaves out the same global steps
+            patch.setattr("reproloader.distributed.rank_and_world_size", lambda: (1, 2))
+        full = []
+        for epoch, batch in passes(build(kind, scope)):
+            full.append((epoch, batch))
+        per_epoch = len(build(kind, scope))
+        wanted = [(e, a, a + n) for e, a, n in ranges]
+        loader = build(kind, scope)
+        for e, a, b in wanted:
+            if by_steps:
+                loader.skip_steps(e * per_epoch + a, e * per_epoch + b)
+            else:
+                loader.skip_batches(e, a, b)
+        assert len(loader) == per_epoch, "len(loader) counts the skipped batches too"
+        positions = [(e, k) for e in range(EPOCHS) for k in range(per_epoch)]
+        if by_steps:  # global step s = e * per_epoch + k: a range may run into the next epoch
+            steps = [(e * per_epoch + a, e * per_epoch + b) for e, a, b in wanted]
+            left_out = {
+                (e, k) for e, k in positions if any(a <= e * per_epoch + k < b for a, b in steps)
+            }
+        else:
+            left_out = {(e, k) for e, k in positions if skipped(e, k, wanted)}
+        expected = [batch for batch, at in zip(full, positions, strict=True) if at not in left_out]
+        got: list[tuple[int, torch.Tensor]] = []
+        state = loader.state_dict() if stop_after == 0 else None
+        for item in passes(loader):
+            got.append(item)
+            if len(got) == stop_after:
+                state = loader.state_dict()
+        assert same(got, expected)
+        if state is None:
+            return
+        assert state["skip"] == [list(r) for r in loader.skipped]
+        resumed = build(kind, scope)
+        resumed.load_state_dict(state)  # the skip list comes with the state
+        assert same(got[stop_after:], list(passes(resumed)))
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_skipping_with_workers_and_a_resume_mid_epoch(in_order: bool) -> None:
+    full = list(build("shuffle", num_workers=2))
+    loader = build("shuffle", num_workers=2, in_order=in_order)
+    loader.skip_batches(0, 1, 3)
+    it = iter(loader)
+    got = [next(it), next(it)]  # positions 0 and 3
+    state = loader.state_dict()
+    got += list(it)
+    assert state["skip"] == [[0, 1, 3]]
+    resumed = build("shuffle", num_workers=2, in_order=in_order)
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    kept = [full[k] for k in (0, 3, 4, 5)]
+    key = lambda t: t[0, 0].item()
+    if in_order:
+        assert all(torch.equal(a, b) for a, b in zip(got, kept, strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(rest, kept[2:], strict=True))
+    else:  # the same batches, perhaps in another order
+        assert sorted(map(key, got)) == sorted(map(key, kept))
+        assert {key(b) for b in got[:2]} | {key(b) for b in rest} == {key(b) for b in kept}
+
+
+def test_skip_steps_names_batches_across_epochs_and_the_list_is_merged() -> None:
+    loader = build("shuffle")
+    loader.skip_steps(4, 9)  # 6 batches an epoch: batches 4-5 of epoch 0, 0-2 of epoch 1
+    loader.skip_batches(1, 3)
+    loader.skip_batches(0, 0, 2)
+    assert loader.skipped == [(0, 0, 2), (0, 4, 6), (1, 0, 4)]
+
+
+def test_skipping_batches_of_the_running_epoch_is_refused_and_others_are_not() -> None:
+    loader = build("shuffle")
+    it = iter(loader)
+    next(it)
+    with pytest.raises(ConfigError) as raised:
+        loader.skip_batches(0, 3)
+    assert str(raised.value) == (
+        "cannot skip batches of epoch 0 while a pass over it runs: its batches are already "
+        "being handed out. Call skip_batches before iterating the epoch (after "
+        "load_state_dict, or between epochs)"
+    )
+    loader.skip_batches(1, 3)
+    assert len(list(it)) == 5
+    assert loader.skipped == [(1, 3, 4)]
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        ((0, 3, 3), ValueError, "stop must be greater than start=3, got 3"),
+        ((0, -1), ValueError, "start must be in [0, 9223372036854775808), got -1"),
+        ((-1, 0), ValueError, "epoch must be in [0, 4294967296), got -1"),
+        ((0, 1.5), TypeError, "start must be an int, got 1.5 of type float"),
+    ],
+)
+def test_bad_ranges_are_refused_by_name(args: Any, error: type, message: str) -> None:
+    with pytest.raises(error) as raised:
+        build("shuffle").skip_batches(*args)
+    assert str(raised.value) == message
+
+
+def test_an_older_state_loads_with_nothing_skipped() -> None:
+    loader = build("shuffle")
+    state = {**loader.state_dict(), "version": 3}
+    del state["skip"]
+    assert upgrade(state)["skip"] == []
+    loader.load_state_dict(state)
+    assert loader.skipped == []
