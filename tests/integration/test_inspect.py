@@ -88,9 +88,11 @@ def test_batch_at_mid_pass_leaves_the_pass_its_position_and_the_callers_rngs_alo
     it = iter(loader)
     got = [next(it), next(it)]
     state, epoch, before = loader.state_dict(), loader.epoch, global_states()
+    own = loader.dataset.rng.bit_generator.state  # an RNG object on the dataset
     assert torch.equal(loader.batch_at(0, 4), uninterrupted[4])
     assert torch.equal(loader.batch_at(3, 1), make().batch_at(3, 1))
     assert same_globals(before, global_states())
+    assert loader.dataset.rng.bit_generator.state == own
     assert loader.epoch == epoch
     assert loader.state_dict() == state
     got += list(it)
