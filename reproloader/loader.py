@@ -443,6 +443,35 @@ class ReproLoader(BridgedLoader[_T_co]):
             self.skip_batches(epoch, first, end)
 
     @property
+    def last_position(self) -> tuple[int, int] | None:
+        """``(epoch, index)`` of the batch handed out last by the running pass, or None.
+
+        The index is the batch's position in the epoch, which skipped batches keep:
+        global step ``epoch * len(loader) + index`` names the same batch in a run
+        with and without skipping, and :meth:`batch_at` gives it again. None before
+        the pass's first batch.
+
+        Raises:
+            ConfigError: ``in_order=False`` with workers, where batches arrive in the
+                order workers finish them.
+
+        .. versionadded:: 0.1
+        """
+        iterator = running_iterator(self)
+        if iterator is None or not self._cursor.started:
+            return None
+        if self.num_workers and not self.in_order:
+            raise ConfigError(
+                "last_position is not known with in_order=False: batches arrive in the "
+                "order workers finish them. Use in_order=True, or read "
+                "get_context().batch_index in the dataset"
+            )
+        consumed, _ = iterator_progress(iterator)
+        if not consumed:
+            return None
+        return self._cursor.current.epoch, self._cursor.position_of(consumed - 1)
+
+    @property
     def skipped(self) -> list[tuple[int, int, int]]:
         """The batches left out: ``(epoch, start, stop)`` ranges, sorted and merged."""
         return self._cursor.skips

@@ -170,6 +170,19 @@ class PassCursor:
         self._loaded_end = None
         return self.current
 
+    def position_of(self, task: int) -> int:
+        """The position of the running pass's ``task``-th unit (from 0), in order."""
+        current = self.current
+        if not current.skip:
+            return advance(current.start, task, current.skipped)
+        position = advance(current.start, 0, current.skipped)
+        while True:  # after an out-of-order restore: walk past the positions handed out
+            if position not in current.skip:
+                if not task:
+                    return position
+                task -= 1
+            position = advance(position + 1, 0, current.skipped)
+
     def take_resume_workers(self) -> WorkersState | None:
         """The workers' state that the next iterator resumes from (once), or None."""
         workers, self._resume_state = self._resume_state, None

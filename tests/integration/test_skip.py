@@ -94,14 +94,18 @@ def test_skipping_leaves_every_other_batch_bitwise_equal_and_survives_a_resume(
             }
         else:
             left_out = {(e, k) for e, k in positions if skipped(e, k, wanted)}
+        kept = [at for at in positions if at not in left_out]
         expected = [batch for batch, at in zip(full, positions, strict=True) if at not in left_out]
         got: list[tuple[int, torch.Tensor]] = []
+        at_positions = []
         state = loader.state_dict() if stop_after == 0 else None
         for item in passes(loader):
             got.append(item)
+            at_positions.append(loader.last_position)
             if len(got) == stop_after:
                 state = loader.state_dict()
         assert same(got, expected)
+        assert at_positions == kept, "last_position names each batch's own position"
         if state is None:
             return
         assert state["skip"] == [list(r) for r in loader.skipped]
@@ -179,3 +183,16 @@ def test_an_older_state_loads_with_nothing_skipped() -> None:
     assert upgrade(state)["skip"] == []
     loader.load_state_dict(state)
     assert loader.skipped == []
+
+
+def test_last_position_is_refused_where_batches_arrive_out_of_order() -> None:
+    loader = build("shuffle", num_workers=2, in_order=False)
+    assert loader.last_position is None
+    next(iter(loader))
+    with pytest.raises(ConfigError) as raised:
+        _ = loader.last_position
+    assert str(raised.value) == (
+        "last_position is not known with in_order=False: batches arrive in the order "
+        "workers finish them. Use in_order=True, or read get_context().batch_index in the "
+        "dataset"
+    )

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reproloader._runtime.cursor import Pass, PassCursor
 from reproloader._runtime.skips import (
     advance,
     is_skipped,
@@ -91,3 +92,11 @@ def test_a_damaged_skip_list_is_refused_by_its_path(skip: Any, path: str, expect
 
 def test_a_merged_skip_list_passes() -> None:
     check_fields({**TOP, "skip": [[0, 1, 3], [0, 4, 9], [2, 0, 1]]}, batches=None, elastic=False)
+
+
+def test_position_of_steps_over_skipped_ranges_and_positions_handed_out_before() -> None:
+    cursor = PassCursor()
+    cursor.current = Pass(epoch=0, serial=0, start=2, skip=frozenset({4}), skipped=((5, 7),))
+    assert [cursor.position_of(t) for t in range(4)] == [2, 3, 7, 8]
+    cursor.current = Pass(epoch=0, serial=0, start=2, skipped=((0, 3), (5, 7)))
+    assert [cursor.position_of(t) for t in range(4)] == [3, 4, 7, 8]
