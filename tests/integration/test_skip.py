@@ -196,3 +196,33 @@ def test_last_position_is_refused_where_batches_arrive_out_of_order() -> None:
         "workers finish them. Use in_order=True, or read get_context().batch_index in the "
         "dataset"
     )
+
+
+class Huge(torch.utils.data.Dataset[torch.Tensor]):
+    """10**10 samples, each its own index: nothing stored."""
+
+    def __len__(self) -> int:
+        return 10**10
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.tensor([index])
+
+
+@pytest.mark.parametrize("shard", [False, True])
+def test_a_huge_skipped_range_and_a_batch_deep_in_a_huge_epoch_cost_no_walk(shard: bool) -> None:
+    # 10**10 samples, 3.1 * 10**8 batches: walking a skipped range or the batches before
+    # one asked for would take minutes; computing them takes microseconds.
+    def build_huge() -> Any:
+        return ReproLoader(Huge(), batch_size=32, shuffle=True, shard=shard, seed=9)
+
+    loader = build_huge()
+    last = len(loader) - 1  # 312,499,999
+    loader.skip_batches(0, 0, last - 1)
+    first, second = list(loader)
+    assert loader.last_position == (0, last)
+    assert torch.equal(first, loader.batch_at(0, last - 1))
+    assert torch.equal(second, build_huge().batch_at(0, last))
+    deep = 10**8 + 5
+    assert (
+        loader.indices_at(0, deep) == loader.sampler.indices(0, 32 * deep, 32 * deep + 32).tolist()
+    )
