@@ -56,6 +56,8 @@ class Pass:
             (``in_order=False`` delivers out of order); the pass does not give them again.
         skipped: the ranges ``(start, stop)`` of this epoch's positions the user left
             out (:meth:`PassCursor.add_skips`); sorted and disjoint.
+        stop: the position the pass ends before (a batch made on demand is a pass of
+            one unit); None: the epoch's end.
     """
 
     epoch: int
@@ -66,6 +68,7 @@ class Pass:
     world_size: int = 1
     skip: frozenset[int] = frozenset()
     skipped: Ranges = ()
+    stop: int | None = None
 
 
 class PassCursor:

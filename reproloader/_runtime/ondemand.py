@@ -113,7 +113,13 @@ def unit_at(
         offset = sampler.steps(world_size).consumed(index)
     cursor = PassCursor()
     cursor.current = Pass(
-        epoch=epoch, serial=0, start=index, offset=offset, rank=rank, world_size=world_size
+        epoch=epoch,
+        serial=0,
+        start=index,
+        offset=offset,
+        rank=rank,
+        world_size=world_size,
+        stop=index + 1,
     )
     rngs = None if machinery.fast else machinery.new_sampler_rngs(loader, rank)
     units = machinery.units(loader, cursor, rngs)

@@ -161,7 +161,7 @@ class UnitSampler(Iterable[Unit]):
                 self._compute(current, a, b) for a, b in open_segments(current.start, ranges)
             )
         else:
-            units = self._compute(current, current.start, None)
+            units = self._compute(current, current.start, current.stop)
         if current.skip:  # handed out before a restore (in_order=False): not again
             skip = current.skip
             return (unit for unit in units if unit[2] not in skip)
@@ -222,7 +222,9 @@ class UnitSampler(Iterable[Unit]):
         for k in range(start, count):
             begin, end = k * bs, min((k + 1) * bs, n)
             if end > high:
-                block_end = min(n, ((end - 1) // BLOCK + 1) * BLOCK)
+                # To the block's end, not past the last batch asked for (a stretch
+                # between skipped ranges, or one batch on demand).
+                block_end = min(n, ((end - 1) // BLOCK + 1) * BLOCK, count * bs)
                 held = held[begin - low :] + order.indices(high, block_end).tolist()
                 low, high = begin, block_end
             yield epoch, serial, k, held[begin - low : end - low]
