@@ -408,10 +408,14 @@ class ReproLoader(BridgedLoader[_T_co]):
         :meth:`load_state_dict`, or between epochs).
 
         Raises:
-            ConfigError: ``epoch`` is the epoch of a pass running now.
+            ConfigError: ``epoch`` is the epoch of a pass running now; or the loader's
+                batches do not allow it (an iterable dataset, worker scope). A dataset
+                with its own ``state_dict`` gets a warning: its items may depend on
+                what it served.
 
         .. versionadded:: 0.1
         """
+        ondemand.check_skippable(self, self._machinery)
         check_int("epoch", epoch, MAX_PATH_ELEMENT)
         check_int("start", start, 2**63)
         stop = start + 1 if stop is None else check_int("stop", stop, 2**63 + 1)
@@ -438,6 +442,7 @@ class ReproLoader(BridgedLoader[_T_co]):
 
         .. versionadded:: 0.1
         """
+        ondemand.check_skippable(self, self._machinery)
         stop = start + 1 if stop is None else stop
         for epoch, first, end in steps_to_batches(start, stop, len(self)):
             self.skip_batches(epoch, first, end)

@@ -17,6 +17,7 @@ Where the unit cannot be made this way, :func:`check_available` says why
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,10 +31,10 @@ from reproloader._runtime.rngstate import dump_rng, load_rng
 from reproloader._runtime.units import set_epoch_everywhere
 from reproloader._runtime.wrappers import MapWrapper, Unit, stateful
 from reproloader.distributed import ShardedSampler
-from reproloader.exceptions import BatchUnavailableError
+from reproloader.exceptions import BatchUnavailableError, ConfigError
 from reproloader.seeding import MAX_PATH_ELEMENT, check_int
 
-__all__ = ["batch_at", "check_available", "unit_at"]
+__all__ = ["batch_at", "check_available", "check_skippable", "unit_at"]
 
 
 def check_available(
@@ -87,6 +88,32 @@ def check_available(
                 f"{type(sampler).__name__} gives this process's rank its indices. Ask on "
                 "that rank, or use shard=True"
             )
+
+
+def check_skippable(loader: DataLoader[Any], machinery: Machinery) -> None:
+    """Refuse skipping where it would change the batches kept; warn where it may."""
+    at = "cannot skip batches exactly"
+    if machinery.iterable:
+        raise ConfigError(
+            f"{at}: the dataset is an IterableDataset, whose batches are cut from each "
+            "worker's stream as it runs: leaving one out would not move the others' "
+            "samples. Filter the samples in the dataset, or use a map-style dataset"
+        )
+    if machinery.scope == "worker":
+        raise ConfigError(
+            f"{at}: rng_scope='worker' continues one stream per worker from batch to "
+            "batch, so leaving a batch out changes the random values of the batches its "
+            "worker makes after it. Use rng_scope='batch' or 'sample'"
+        )
+    if stateful(loader.dataset):
+        warnings.warn(
+            f"skipping batches of a dataset with its own state_dict "
+            f"({type(loader.dataset).__name__}): the batches kept are exact only if its "
+            "items do not depend on that state (a skipped batch's items are never "
+            "fetched, so a state that counts them differs from the run without skipping)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def unit_at(

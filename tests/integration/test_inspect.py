@@ -231,3 +231,16 @@ def test_batch_at_gives_each_ranks_part_of_a_sharded_step(
             assert torch.equal(got, expected), f"rank {rank}, step {k}"
         with pytest.raises(IndexError):
             loader.indices_at(0, len(batches), rank=rank, world_size=world_size)
+
+
+def test_a_users_sampler_is_replayed_only_for_this_processs_rank(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("reproloader.distributed.rank_and_world_size", lambda: (1, 2))
+    loader = make(sampler=RandomSampler(range(N)), shuffle=None)
+    with pytest.raises(BatchUnavailableError) as raised:
+        loader.batch_at(0, 0, rank=0, replay=True)
+    assert str(raised.value) == (
+        "cannot give a batch on demand for rank 0 on rank 1: your RandomSampler gives this "
+        "process's rank its indices. Ask on that rank, or use shard=True"
+    )

@@ -13,7 +13,7 @@ from torch.utils.data import RandomSampler
 
 from reproloader import ConfigError, ReproLoader
 from reproloader.state import upgrade
-from tests.datasets import AllSources
+from tests.datasets import AllSources, Stream
 
 N, BS = 17, 3  # 6 batches an epoch, the last one short
 EPOCHS = 2
@@ -228,3 +228,53 @@ def test_a_huge_skipped_range_and_a_batch_deep_in_a_huge_epoch_cost_no_walk(shar
     assert (
         loader.indices_at(0, deep) == loader.sampler.indices(0, 32 * deep, 32 * deep + 32).tolist()
     )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"dataset": Stream(20)},
+            (
+                "cannot skip batches exactly: the dataset is an IterableDataset, whose batches "
+                "are cut from each worker's stream as it runs: leaving one out would not move the "
+                "others' samples. Filter the samples in the dataset, or use a map-style dataset"
+            ),
+        ),
+        (
+            {"dataset": AllSources(N), "rng_scope": "worker"},
+            (
+                "cannot skip batches exactly: rng_scope='worker' continues one stream per worker "
+                "from batch to batch, so leaving a batch out changes the random values of the "
+                "batches its worker makes after it. Use rng_scope='batch' or 'sample'"
+            ),
+        ),
+    ],
+    ids=["iterable", "worker-scope"],
+)
+def test_skipping_is_refused_where_it_would_change_the_batches_kept(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    loader = ReproLoader(batch_size=BS, seed=3, **kwargs)
+    with pytest.raises(ConfigError) as raised:
+        loader.skip_steps(2)
+    assert str(raised.value) == message
+    assert loader.skipped == []
+
+
+class Stateful(AllSources):
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def test_skipping_batches_of_a_dataset_with_its_own_state_warns() -> None:
+    loader = ReproLoader(Stateful(N), batch_size=BS, seed=3)
+    with pytest.warns(
+        UserWarning,
+        match=r"^skipping batches of a dataset with its own state_dict \(Stateful\): the batches kept are exact only if its items do not depend on that state",
+    ):
+        loader.skip_batches(0, 1)
+    assert loader.skipped == [(0, 1, 2)]
