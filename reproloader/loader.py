@@ -416,22 +416,7 @@ class ReproLoader(BridgedLoader[_T_co]):
         .. versionadded:: 0.1
         """
         ondemand.check_skippable(self, self._machinery)
-        check_int("epoch", epoch, MAX_PATH_ELEMENT)
-        check_int("start", start, 2**63)
-        stop = start + 1 if stop is None else check_int("stop", stop, 2**63 + 1)
-        if stop <= start:
-            raise ValueError(f"stop must be greater than start={start}, got {stop}")
-        iterator = running_iterator(self)
-        running = (
-            self._cursor.started and iterator is not None and not iterator_progress(iterator)[1]
-        )
-        if running and epoch == self._cursor.epoch:
-            raise ConfigError(
-                f"cannot skip batches of epoch {epoch} while a pass over it runs: its "
-                "batches are already being handed out. Call skip_batches before iterating "
-                "the epoch (after load_state_dict, or between epochs)"
-            )
-        self._cursor.add_skips([(epoch, start, stop)])
+        self._skip([(epoch, start, start + 1 if stop is None else stop)])
 
     def skip_steps(self, start: int, stop: int | None = None) -> None:
         """Leave out global steps ``start .. stop - 1`` (``stop``: ``start + 1``).
@@ -443,9 +428,29 @@ class ReproLoader(BridgedLoader[_T_co]):
         .. versionadded:: 0.1
         """
         ondemand.check_skippable(self, self._machinery)
-        stop = start + 1 if stop is None else stop
-        for epoch, first, end in steps_to_batches(start, stop, len(self)):
-            self.skip_batches(epoch, first, end)
+        check_int("start", start, 2**63)
+        stop = start + 1 if stop is None else check_int("stop", stop, 2**63 + 1)
+        self._skip(steps_to_batches(start, stop, len(self)))
+
+    def _skip(self, ranges: list[tuple[int, int, int]]) -> None:
+        # Every range is checked before any is added: all of them, or none.
+        iterator = running_iterator(self)
+        running = (
+            self._cursor.started and iterator is not None and not iterator_progress(iterator)[1]
+        )
+        for epoch, start, stop in ranges:
+            check_int("epoch", epoch, MAX_PATH_ELEMENT)
+            check_int("start", start, 2**63)
+            check_int("stop", stop, 2**63 + 1)
+            if stop <= start:
+                raise ValueError(f"stop must be greater than start={start}, got {stop}")
+            if running and epoch == self._cursor.epoch:
+                raise ConfigError(
+                    f"cannot skip batches of epoch {epoch} while a pass over it runs: its "
+                    "batches are already being handed out. Call skip_batches or skip_steps "
+                    "before iterating the epoch (after load_state_dict, or between epochs)"
+                )
+        self._cursor.add_skips(ranges)
 
     @property
     def last_position(self) -> tuple[int, int] | None:

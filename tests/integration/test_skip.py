@@ -153,9 +153,11 @@ def test_skipping_batches_of_the_running_epoch_is_refused_and_others_are_not() -
         loader.skip_batches(0, 3)
     assert str(raised.value) == (
         "cannot skip batches of epoch 0 while a pass over it runs: its batches are already "
-        "being handed out. Call skip_batches before iterating the epoch (after "
-        "load_state_dict, or between epochs)"
+        "being handed out. Call skip_batches or skip_steps before iterating the epoch "
+        "(after load_state_dict, or between epochs)"
     )
+    with pytest.raises(ConfigError, match=r"^cannot skip batches of epoch 0 while"):
+        loader.skip_steps(5, 8)  # steps 5 of epoch 0 and 6-7 (epoch 1): none is added
     loader.skip_batches(1, 3)
     assert len(list(it)) == 5
     assert loader.skipped == [(1, 3, 4)]
