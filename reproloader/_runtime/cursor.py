@@ -9,6 +9,8 @@ unit-tested without torch (``tests/unit/test_cursor.py``).
 
 The loader calls, in this order of a pass's life:
 
+* :meth:`PassCursor.add_skips` (``skip_batches``/``skip_steps``; the skip list lasts
+  across passes and travels in the state);
 * :meth:`PassCursor.set_epoch` (optional) and :meth:`PassCursor.begin_pass` from
   ``__iter__``; the unit sampler reads :attr:`PassCursor.current` while it runs;
 * :meth:`PassCursor.take_resume_workers` when the iterator is built;
