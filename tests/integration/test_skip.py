@@ -63,6 +63,8 @@ def skipped(epoch: int, k: int, ranges: list[tuple[int, int, int]]) -> bool:
 )
 # A sharded state taken after a skipped step: its global offset counts the step too.
 @example(kind="shard", scope="batch", ranges=[(0, 0, 1)], by_steps=False, stop_after=1)
+# A state taken where the rest of the epoch is skipped, past its end: at the end.
+@example(kind="sequential", scope="batch", ranges=[(0, 4, 4)], by_steps=False, stop_after=4)
 @example(kind="user", scope="sample", ranges=[(0, 1, 2), (1, 0, 9)], by_steps=True, stop_after=2)
 def test_skipping_leaves_every_other_batch_bitwise_equal_and_survives_a_resume(
     kind: str,
