@@ -38,7 +38,7 @@ __all__ = [
 FORMAT: Final = "reproloader.ReproLoader"
 VERSION: Final = 4
 """Version 4: shuffle orders of at most ``EXACT_MAX`` (8192) samples are exact uniform
-permutations (see :func:`upgrade`)."""
+permutations, and the state carries the skip list (see :func:`upgrade`)."""
 
 RANKS_FORMAT: Final = "reproloader.ReproLoader/ranks"
 """The format of a state gathered from every rank (``distributed.gather_state``):
@@ -65,9 +65,8 @@ class LoaderState(TypedDict):
 
     Version 2 has the fields of version 1; it marks the shuffle order of
     :mod:`reproloader._runtime.shuffle`. Version 3 has version 2's fields; it marks
-    python random filled from a unit's words. Version 4 has version 3's fields; it
-    marks the exact shuffle orders of datasets of at most 8192 samples (see
-    :func:`upgrade`).
+    python random filled from a unit's words. Version 4 adds ``skip`` and marks the
+    exact shuffle orders of datasets of at most 8192 samples (see :func:`upgrade`).
 
     Attributes:
         format: always ``"reproloader.ReproLoader"``.
@@ -105,6 +104,9 @@ class LoaderState(TypedDict):
             the dataset's own ``state_dict()``, for a dataset that has one (the main
             process's dataset is the one that ran; an iterable one once its
             ``__iter__`` ran); else None. (New in version 2.)
+        skip: the batches left out (``ReproLoader.skip_batches``/``skip_steps``), as
+            ``[epoch, start, stop]`` ranges of positions, sorted and merged; a resumed
+            loader leaves them out too. (New in version 4; ``[]`` in older states.)
     """
 
     format: str
@@ -128,6 +130,7 @@ class LoaderState(TypedDict):
     workers: WorkersState | None
     done: list[int]
     dataset: Any
+    skip: list[list[int]]
 
 
 class WorkerPart(TypedDict):
@@ -290,11 +293,30 @@ def check_fields(
         _fail("done", "[] (only a map-style pass delivered out of order has some)", done)
     if batches is not None and done and done[-1] >= batches:
         _fail("done", f"positions below {batches}, the batches of an epoch here", done)
+    _check_skip(state["skip"])
     if batches is not None and not (elastic and saved_world_size != here):
         if position > batches:
             _fail("position", f"at most {batches}, the batches of an epoch here", position)
         if finished and position != batches:
             _fail("position", f"{batches} in a finished pass (all its batches)", position)
+
+
+def _check_skip(skip: object) -> None:
+    expected = "a list of [epoch, start, stop] with start < stop, sorted and merged"
+    if not isinstance(skip, list):
+        _fail("skip", expected, skip)
+    previous: list[int] | None = None
+    for i, entry in enumerate(skip):
+        if not isinstance(entry, list) or len(entry) != 3:
+            _fail(f"skip[{i}]", "[epoch, start, stop]", entry)
+        epoch = _int(entry[0], f"skip[{i}][0]", 0, 2**32)
+        start = _int(entry[1], f"skip[{i}][1]", 0, 2**63)
+        _int(entry[2], f"skip[{i}][2]", start + 1, 2**63 + 1)
+        if previous is not None and (
+            epoch < previous[0] or (epoch == previous[0] and start <= previous[2])
+        ):
+            _fail("skip", expected, skip)
+        previous = entry
 
 
 def check_workers(
@@ -490,7 +512,7 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
     python random's state from a unit's words (it was ``random.seed``); its fields are
     version 2's. Version 4 shuffles a dataset of at most ``EXACT_MAX`` (8192) samples
     with an exact uniform permutation (it was the Feistel bijection, not uniform on so
-    few); its fields are version 3's. A version-1 state taken mid-epoch of a shuffled
+    few) and adds the skip list (an older state gets ``[]``: nothing skipped). A version-1 state taken mid-epoch of a shuffled
     sampler (``"shuffle"``, ``"shuffle(seed=...)"``, ``"sharded, shuffle"``) or with
     torch reseeded, a version-1 or 2 state taken mid-epoch with python random
     reseeded, and a version-1 to 3 state taken mid-epoch of a shuffled sampler over at
@@ -520,6 +542,8 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
         )
     if version == 1:
         state = {"dataset": None, "done": [], **state}  # version 2 added the fields
+    if version < 4:
+        state = {"skip": [], **state}  # version 4 added the skip list (nothing skipped)
     missing = sorted(set(LoaderState.__annotations__) - set(state))
     if missing:
         raise StateVersionError(f"ReproLoader state (version {version}) lacks fields {missing}")

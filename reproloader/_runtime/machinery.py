@@ -336,14 +336,14 @@ class Machinery:
             )
         return self._isolation
 
-    def view(self, loader: DataLoader[Any], cursor: PassCursor) -> IteratorView:
-        """The loader as the iterator of the cursor's current pass sees it."""
-        config, current = self._config, cursor.current
-        plan = Plan(
+    def plan(self, loader: DataLoader[Any], rank: int, world_size: int) -> Plan:
+        """What every process producing this loader's units on ``rank`` follows."""
+        config = self._config
+        return Plan(
             tree=self._tree,
             scope=config.rng_scope,
-            rank=current.rank,
-            world_size=current.world_size,
+            rank=rank,
+            world_size=world_size,
             num_workers=loader.num_workers,
             batch_size=loader.batch_size or 1,
             reseed_globals=frozenset(config.reseed_globals),
@@ -353,6 +353,45 @@ class Machinery:
             rng_search_budget=config.rng_search_budget,
             iterable_resume=config.iterable_resume,
         )
+
+    def units(
+        self, loader: DataLoader[Any], cursor: PassCursor, sampler_rngs: SamplerRngs | None
+    ) -> UnitSampler:
+        """A map-style loader's unit sampler over ``cursor``'s current pass.
+
+        ``sampler_rngs``: the seeded RNG states a user's sampler draws from (None
+        where the loader computes its batches).
+        """
+        return UnitSampler(
+            cursor,
+            default_index_sampler(loader),
+            loader.sampler,  # type: ignore[arg-type]
+            batch_size=loader.batch_size,
+            drop_last=loader.drop_last,
+            fast=self._fast,
+            sampler_rngs=sampler_rngs,
+            batch_sampler_given=self.batch_sampler_given,
+        )
+
+    @property
+    def fast(self) -> str | None:
+        """How the loader's batches are computed: ``None`` where a user's sampler is iterated."""
+        return self._fast
+
+    @property
+    def scope(self) -> str:
+        """The loader's rng_scope."""
+        return self._config.rng_scope
+
+    @property
+    def tree(self) -> SeedTree:
+        """The loader's seed tree."""
+        return self._tree
+
+    def view(self, loader: DataLoader[Any], cursor: PassCursor) -> IteratorView:
+        """The loader as the iterator of the cursor's current pass sees it."""
+        current = cursor.current
+        plan = self.plan(loader, current.rank, current.world_size)
         if loader.num_workers > 0 and plan.reseed_dataset_rngs:
             # Workers search quietly; say here, once, what they will not reseed.
             search(plan, loader.dataset).warn(stacklevel=6)
@@ -378,16 +417,8 @@ class Machinery:
                 wrapper.check = self.resume_check
                 self._main_wrapper = wrapper
             return IteratorView(loader, dataset=wrapper, index_sampler=None, **overrides)
-        units = UnitSampler(
-            cursor,
-            default_index_sampler(loader),
-            loader.sampler,  # type: ignore[arg-type]
-            batch_size=loader.batch_size,
-            drop_last=loader.drop_last,
-            fast=self._fast,
-            sampler_rngs=None if self._fast else self._user_sampler_rngs(loader, plan.rank),
-            batch_sampler_given=self.batch_sampler_given,
-        )
+        rngs = None if self._fast else self._user_sampler_rngs(loader, plan.rank)
+        units = self.units(loader, cursor, rngs)
         if not self.workers_hold_state(loader):
             # Map-style positions are (epoch, batches yielded): workers hold nothing
             # the main process cannot recompute, so skip torchdata's per-batch worker
@@ -398,14 +429,18 @@ class Machinery:
 
     def _user_sampler_rngs(self, loader: DataLoader[Any], rank: int) -> SamplerRngs:
         if self._sampler_rngs is None:
-            self._sampler_rngs = SamplerRngs(
-                self._tree,
-                rank,
-                frozenset(self._config.reseed_globals),
-                {"sampler": loader.sampler, "batch_sampler": loader.batch_sampler},
-                self._config.reseed_dataset_rngs,
-            )
+            self._sampler_rngs = self.new_sampler_rngs(loader, rank)
         return self._sampler_rngs
+
+    def new_sampler_rngs(self, loader: DataLoader[Any], rank: int) -> SamplerRngs:
+        """Seeded RNG states for a user's sampler on ``rank``, apart from the loader's own."""
+        return SamplerRngs(
+            self._tree,
+            rank,
+            frozenset(self._config.reseed_globals),
+            {"sampler": loader.sampler, "batch_sampler": loader.batch_sampler},
+            self._config.reseed_dataset_rngs,
+        )
 
 
 def worker_copies(workers: Mapping[str, Any]) -> list[Any]:

@@ -497,6 +497,7 @@ TOP: dict[str, Any] = {
     "workers": None,
     "done": [],
     "dataset": None,
+    "skip": [],
 }
 
 
