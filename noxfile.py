@@ -18,9 +18,28 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 # Installed before anything else: a bare `torch` requirement resolved first can pull
 # a multi-GB CUDA build; with this CPU build present, the project's range is met.
 TORCH = "2.13.0"
-# The other releases CI runs the suite on (2.14.1: a CUDA build that runs on the CPU).
-# docs/install.md says which releases were tested and how.
+# The other releases tested (2.14.1: a CUDA build that runs on the CPU). CI runs the
+# integration session on the first: the frameworks and RELEASE_TESTS. docs/install.md
+# says which releases were tested and how; docs/testing.md what CI runs where.
 OTHER_TORCH = ["2.14.1"]
+# What can differ from one torch release to the next: the bridge's contracts (in
+# tests/unit), torch's RNGs (golden streams), the state and its stored versions,
+# resume, workers and their start methods. The rest of the suite exercises reproloader's
+# own code through the same paths and runs on TORCH.
+RELEASE_TESTS = (
+    "tests/unit",
+    "tests/golden",
+    "tests/compat",
+    "tests/integration/test_resume.py",
+    "tests/integration/test_resume_stateful.py",
+    "tests/integration/test_workers.py",
+    "tests/integration/test_kill_resume.py",
+    "tests/integration/test_dataloader_failures.py",
+)
+# pytest-xdist: one pytest process per core. --dist loadgroup keeps the tests of a
+# module that shares an expensive baseline (pytest.mark.xdist_group) on one process,
+# so the baseline runs once; every other test goes wherever a process is free.
+PARALLEL = ("-n", "auto", "--dist", "loadgroup")
 
 
 def install(session: nox.Session, *groups: str, project: bool = True, torch: str = TORCH) -> None:
@@ -34,26 +53,40 @@ def install(session: nox.Session, *groups: str, project: bool = True, torch: str
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (unit, integration, golden; the slow ones too)."""
+    """The test suite (unit, integration, golden; the slow ones too), on all cores.
+
+    ``nox -s tests -- -n 0 tests/unit`` runs a folder in one process (``-n 0``: pdb, -x).
+    """
     install(session, "test")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *PARALLEL, *session.posargs)
 
 
 @nox.session(name="tests-torch")
 @nox.parametrize("torch", OTHER_TORCH)
 def tests_torch(session: nox.Session, torch: str) -> None:
-    """The test suite on another supported torch release: ``nox -s tests-torch``."""
+    """The whole suite on another supported torch release: ``nox -s tests-torch``.
+
+    Not in CI, which runs RELEASE_TESTS on that release in the integration session;
+    run it before admitting a new release (docs/install.md).
+    """
     install(session, "test", torch=torch)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *PARALLEL, *session.posargs)
 
 
 @nox.session
 def integration(session: nox.Session) -> None:
-    """tests/frameworks (Lightning, accelerate, the data pipeline packages) and the bridge's contracts."""
-    install(session, "integration")
-    session.run("pytest", "tests/frameworks", *session.posargs)
-    # Apart: the frameworks' leftovers (unraisable warnings at exit) must not land on it.
-    session.run("pytest", "tests/unit/test_bridge.py")
+    """On the other torch release: tests/frameworks, then RELEASE_TESTS.
+
+    The frameworks (Lightning, accelerate, transformers, the data pipeline packages)
+    need torchvision, whose wheels load only beside the torch they were built for:
+    OTHER_TORCH[0]. ``nox -s integration -- ARGS`` passes ARGS to the frameworks' run.
+    """
+    install(session, "integration", torch=OTHER_TORCH[0])
+    session.run("pytest", *PARALLEL, "tests/frameworks", *session.posargs)
+    # Apart: the frameworks' leftovers (unraisable warnings at exit) must not land on
+    # the bridge's contracts, and the frameworks' imports must not change what torch
+    # itself does.
+    session.run("pytest", *PARALLEL, *RELEASE_TESTS)
 
 
 @nox.session

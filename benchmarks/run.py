@@ -11,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import batch_at
 import discovery
 import ledger
 import plot  # imported after the path set-up above
@@ -28,6 +29,7 @@ def main() -> None:
     unit_cost.main(["--reps", "3"] if quick else [])
     scale.main(["--quick"] if quick else [])
     discovery.main(["--reps", "3"] if quick else [])
+    batch_at.main(["--reps", "2", "--iterate", "200"] if quick else [])
     ledger.main(["--quick"] if quick else [])
     plot.main()
 

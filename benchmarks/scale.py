@@ -25,6 +25,10 @@ ReproLoader with the order of earlier releases (``Generator(PCG64(node)).permuta
 once per epoch, batches sliced from it), patched in here only. The ratio is the
 median of ``time(old) / time(new)``: 1.0 or more means the keyed order is at least as
 fast.
+
+**Order start.** An epoch's first batch of indices with its order built (a new epoch
+each time): the exact order up to 8192 samples, the Feistel's above, beside the
+Feistel's first block for the same ``n``.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from throughput import Tiny, epoch_seconds
 from torch.utils.data import DataLoader, Dataset
 
 from reproloader import ReproLoader, SeededRandomSampler
-from reproloader.seeding import Purpose
+from reproloader._runtime.shuffle import EXACT_MAX, Shuffle, round_keys
+from reproloader.seeding import Purpose, SeedTree
 
 SIZES = (10**6, 10**7, 10**8, 10**9, 10**10)
 BATCH = 32
@@ -226,10 +231,47 @@ def per_batch(n: int, reps: int) -> list[dict[str, Any]]:
     return rows
 
 
+def order_start(reps: int) -> list[dict[str, Any]]:
+    """An epoch's first batch of indices, order built: exact up to EXACT_MAX, else Feistel.
+
+    For each ``n``, a new epoch per repetition (its order is built), against the
+    Feistel's first block of the same ``n`` (what version 3 computed there).
+    """
+    rows = []
+    for n in (8, 1000, EXACT_MAX, EXACT_MAX + 1, 65536, 10**10):
+        sampler = SeededRandomSampler(Indices(n), seed=0)
+        tree = SeedTree(0)
+        exact: list[float] = []
+        feistel: list[float] = []
+        for epoch in range(reps + 1):  # the first round warms up
+            start = time.perf_counter()
+            sampler.indices(epoch, 0, min(n, BATCH))
+            middle = time.perf_counter()
+            Shuffle(n, round_keys(tree.node(Purpose.SHUFFLE, epoch))).indices(0, min(n, BATCH))
+            end = time.perf_counter()
+            if epoch:
+                exact.append(middle - start)
+                feistel.append(end - middle)
+        row = {
+            "n": n,
+            "order": "exact" if n <= EXACT_MAX else "feistel",
+            "first_batch_us": statistics.median(exact) * 1e6,
+            "feistel_us": statistics.median(feistel) * 1e6,
+        }
+        rows.append(row)
+        print(
+            f"first batch of an epoch, n={n}: {row['first_batch_us']:.0f} us ({row['order']} "
+            f"order), the Feistel's first block {row['feistel_us']:.0f} us",
+            flush=True,
+        )
+    return rows
+
+
 def table(
     latency_rows: list[dict[str, Any]],
     batch_rows: list[dict[str, Any]],
     throughput_rows: list[dict[str, Any]],
+    order_rows: list[dict[str, Any]],
 ) -> str:
     lines = [
         "| n | loader | case | time | peak RSS | RSS after warm-up |",
@@ -260,6 +302,15 @@ def table(
             f"| {r['n']:,} | {r['num_workers']} | {r['batch_size']} | {r['old_seconds']:.3f} | "
             f"{r['new_seconds']:.3f} | {r['ratio']:.3f} |"
         )
+    lines += [
+        "",
+        "| an epoch's first batch, n | order | time (order built) | the Feistel's first block |",
+        "|---|---|---|---|",
+    ]
+    lines.extend(
+        f"| {r['n']:,} | {r['order']} | {r['first_batch_us']:.0f} us | {r['feistel_us']:.0f} us |"
+        for r in order_rows
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -284,10 +335,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     latency_rows = latency(args.sizes, args.dataloader_max, args.latency_reps)
     batch_rows = per_batch(10**6, 3 if args.quick else 5)
     throughput_rows = throughput(args.n, args.reps)
+    order_rows = order_start(3 if args.quick else 15)
     rows = [{"kind": "latency", **r} for r in latency_rows]
     rows += [{"kind": "per batch", **r} for r in batch_rows]
     rows += [{"kind": "throughput", **r} for r in throughput_rows]
-    save(args.out, "scale", rows, table(latency_rows, batch_rows, throughput_rows))
+    rows += [{"kind": "order start", **r} for r in order_rows]
+    save(args.out, "scale", rows, table(latency_rows, batch_rows, throughput_rows, order_rows))
     return {"rows": rows}
 
 

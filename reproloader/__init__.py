@@ -13,6 +13,7 @@ from reproloader.config import DeterminismConfig, ReproConfig
 from reproloader.context import WorkerContext, get_context
 from reproloader.determinism import seed_everything
 from reproloader.exceptions import (
+    BatchUnavailableError,
     CheckpointError,
     ConfigError,
     ContextError,
@@ -30,6 +31,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AuditReport",
+    "BatchUnavailableError",
     "CheckpointError",
     "ConfigError",
     "ContextError",

@@ -4,6 +4,7 @@ Every exception also inherits from the builtin it is closest to, so existing
 ``except ValueError`` / ``except RuntimeError`` blocks keep working::
 
     ReproError
+    ├── BatchUnavailableError (ValueError) a batch asked for that cannot be made exactly here
     ├── ContextError (RuntimeError)      get_context() called outside a ReproLoader unit
     ├── CheckpointError (ValueError)     an empty, truncated, damaged or foreign checkpoint file
     ├── ConfigError (ValueError)         a setting that cannot work together with another
@@ -16,6 +17,7 @@ Every exception also inherits from the builtin it is closest to, so existing
 from __future__ import annotations
 
 __all__ = [
+    "BatchUnavailableError",
     "CheckpointError",
     "ConfigError",
     "ContextError",
@@ -29,6 +31,16 @@ __all__ = [
 
 class ReproError(Exception):
     """Base class of every error reproloader raises on purpose."""
+
+
+class BatchUnavailableError(ReproError, ValueError):
+    """A batch asked for on demand (``ReproLoader.batch_at``) that cannot be made exactly.
+
+    The message says why (an iterable dataset, worker scope, a dataset with its own
+    state, a user's sampler without ``replay=True``) and one way to get it.
+
+    .. versionadded:: 0.1
+    """
 
 
 class ContextError(ReproError, RuntimeError):

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler
 
 from reproloader import distributed
+from reproloader._runtime import ondemand
 from reproloader._runtime.arguments import (
     check_config,
     resolve_sampler,
@@ -40,6 +41,7 @@ from reproloader._runtime.arguments import (
 from reproloader._runtime.bridge import (
     BridgedLoader,
     IteratorView,
+    attributes_without_iterator,
     forget_iterator,
     iterator_out_of_order,
     iterator_progress,
@@ -51,10 +53,12 @@ from reproloader._runtime.cursor import PassCursor, pick_rank
 from reproloader._runtime.isolation import Isolation
 from reproloader._runtime.ledger import Ledger, LedgerWriter
 from reproloader._runtime.machinery import Machinery
+from reproloader._runtime.skips import steps_to_batches
 from reproloader._runtime.units import set_epoch_everywhere
 from reproloader.config import ReproConfig
 from reproloader.context import RngScope
-from reproloader.exceptions import StateError, StateFieldError
+from reproloader.exceptions import ConfigError, StateError, StateFieldError
+from reproloader.seeding import MAX_PATH_ELEMENT, check_int
 from reproloader.state import WorkersState
 
 __all__ = ["ReproLoader"]
@@ -297,6 +301,209 @@ class ReproLoader(BridgedLoader[_T_co]):
         """The window in which this process produces data with ``num_workers=0``."""
         return self._machinery.isolation()
 
+    # -- any batch on demand, batches left out (docs/inspect.md) ---------------
+
+    def indices_at(
+        self,
+        epoch: int,
+        index: int,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        replay: bool = False,
+    ) -> Any:
+        """The dataset indices of batch ``index`` of ``epoch``, as iteration gives them.
+
+        O(batch size) for the loader's own samplers (sequential, ``shuffle=True``,
+        ``shard=True``); a sampler you passed is drawn through the batches before it
+        with ``replay=True`` (no data loaded). Skipped batches keep their indices.
+
+        Args:
+            epoch: the epoch.
+            index: the batch's position in the epoch (``0 <= index < len(loader)``).
+            rank: the rank whose batch (default: this process's); with ``shard=True``
+                each rank has its own part of a global step.
+            world_size: the number of ranks of the run (default: this process's).
+            replay: allow drawing a user's sampler through the batches before.
+
+        Raises:
+            IndexError: the epoch has no batch ``index``.
+            BatchUnavailableError: an iterable dataset, or a user's sampler without
+                ``replay=True``.
+
+        .. versionadded:: 0.1
+        """
+        return self._unit_at(epoch, index, rank, world_size, replay, fetch=False)[3]
+
+    def batch_at(
+        self,
+        epoch: int,
+        index: int,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        replay: bool = False,
+    ) -> Any:
+        """The batch that iteration yields at position ``index`` of ``epoch``, made here.
+
+        Bitwise what iterating gives, random values included, whatever
+        ``num_workers`` the run had, for map-style datasets in batch or sample scope;
+        in O(1) of the position with the loader's own samplers. It is produced in this
+        process, through the loader's dataset and ``collate_fn``, and changes nothing:
+        not the caller's RNG states, not the loader's position or running iterator.
+        Arguments as :meth:`indices_at`.
+
+        Raises:
+            IndexError: the epoch has no batch ``index``.
+            BatchUnavailableError: where the batch cannot be made exactly here (an
+                iterable dataset, worker scope, a dataset with its own state_dict, a
+                user's sampler without ``replay=True``); the message says why.
+
+        .. versionadded:: 0.1
+        """
+        rank, world_size = self._where(rank, world_size)
+        unit = self._unit_at(epoch, index, rank, world_size, replay, fetch=True)
+        return ondemand.batch_at(
+            self,
+            self._machinery,
+            unit,
+            rank=rank,
+            world_size=world_size,
+            restore_epoch=self._cursor.epoch,
+        )
+
+    def _where(self, rank: int | None, world_size: int | None) -> tuple[int, int]:
+        own_rank, own_size = distributed.rank_and_world_size()
+        world_size = own_size if world_size is None else world_size
+        rank = own_rank if rank is None else rank
+        if not 0 <= rank < world_size:
+            raise ValueError(
+                f"rank must be in [0, world_size={world_size}), got {rank}; pass world_size "
+                "too to ask for a rank of a run on more ranks than this process sees"
+            )
+        return rank, world_size
+
+    def _unit_at(
+        self,
+        epoch: int,
+        index: int,
+        rank: int | None,
+        world_size: int | None,
+        replay: bool,
+        *,
+        fetch: bool,
+    ) -> Any:
+        rank, world_size = self._where(rank, world_size)
+        ondemand.check_available(
+            self,
+            self._machinery,
+            rank=rank,
+            own_rank=distributed.rank_and_world_size()[0],
+            replay=replay,
+            fetch=fetch,
+        )
+        return ondemand.unit_at(
+            self,
+            self._machinery,
+            epoch=epoch,
+            index=index,
+            rank=rank,
+            world_size=world_size,
+            owners=(self.sampler, self.batch_sampler, getattr(self.batch_sampler, "sampler", None)),
+            restore_epoch=self._cursor.epoch,
+        )
+
+    def skip_batches(self, epoch: int, start: int, stop: int | None = None) -> None:
+        """Leave out batches ``start .. stop - 1`` of ``epoch`` (``stop``: ``start + 1``).
+
+        Every other batch stays bitwise what it is without skipping (randomness is
+        keyed by position, and a skipped position is not reused); a skipped range
+        costs O(1) with the loader's own samplers. Positions keep their meaning: the
+        batch after a skipped range still has its own index, and ``len(loader)``
+        still counts the skipped ones. The list goes into :meth:`state_dict`, so a
+        resumed loader leaves them out too; with ``shard=True`` every rank leaves out
+        the same global steps. Call before iterating the epoch (after
+        :meth:`load_state_dict`, or between epochs).
+
+        Raises:
+            ConfigError: ``epoch`` is the epoch of a pass running now; or the loader's
+                batches do not allow it (an iterable dataset, worker scope). A dataset
+                with its own ``state_dict`` gets a warning: its items may depend on
+                what it served.
+
+        .. versionadded:: 0.1
+        """
+        ondemand.check_skippable(self, self._machinery)
+        self._skip([(epoch, start, start + 1 if stop is None else stop)])
+
+    def skip_steps(self, start: int, stop: int | None = None) -> None:
+        """Leave out global steps ``start .. stop - 1`` (``stop``: ``start + 1``).
+
+        Step ``s`` is batch ``s % len(loader)`` of epoch ``s // len(loader)`` (on
+        this world size with ``shard=True``): skipped steps keep their numbers. See
+        :meth:`skip_batches`.
+
+        .. versionadded:: 0.1
+        """
+        ondemand.check_skippable(self, self._machinery)
+        check_int("start", start, 2**63)
+        stop = start + 1 if stop is None else check_int("stop", stop, 2**63 + 1)
+        self._skip(steps_to_batches(start, stop, len(self)))
+
+    def _skip(self, ranges: list[tuple[int, int, int]]) -> None:
+        # Every range is checked before any is added: all of them, or none.
+        iterator = running_iterator(self)
+        running = (
+            self._cursor.started and iterator is not None and not iterator_progress(iterator)[1]
+        )
+        for epoch, start, stop in ranges:
+            check_int("epoch", epoch, MAX_PATH_ELEMENT)
+            check_int("start", start, 2**63)
+            check_int("stop", stop, 2**63 + 1)
+            if stop <= start:
+                raise ValueError(f"stop must be greater than start={start}, got {stop}")
+            if running and epoch == self._cursor.epoch:
+                raise ConfigError(
+                    f"cannot skip batches of epoch {epoch} while a pass over it runs: its "
+                    "batches are already being handed out. Call skip_batches or skip_steps "
+                    "before iterating the epoch (after load_state_dict, or between epochs)"
+                )
+        self._cursor.add_skips(ranges)
+
+    @property
+    def last_position(self) -> tuple[int, int] | None:
+        """``(epoch, index)`` of the batch handed out last by the running pass, or None.
+
+        The index is the batch's position in the epoch, which skipped batches keep:
+        global step ``epoch * len(loader) + index`` names the same batch in a run
+        with and without skipping, and :meth:`batch_at` gives it again. None before
+        the pass's first batch.
+
+        Raises:
+            ConfigError: ``in_order=False`` with workers, where batches arrive in the
+                order workers finish them.
+
+        .. versionadded:: 0.1
+        """
+        iterator = running_iterator(self)
+        if iterator is None or not self._cursor.started:
+            return None
+        if self.num_workers and not self.in_order:
+            raise ConfigError(
+                "last_position is not known with in_order=False: batches arrive in the "
+                "order workers finish them. Use in_order=True, or read "
+                "get_context().batch_index in the dataset"
+            )
+        consumed, _ = iterator_progress(iterator)
+        if not consumed:
+            return None
+        return self._cursor.current.epoch, self._cursor.position_of(consumed - 1)
+
+    @property
+    def skipped(self) -> list[tuple[int, int, int]]:
+        """The batches left out: ``(epoch, start, stop)`` ranges, sorted and merged."""
+        return self._cursor.skips
+
     # -- checkpointing ---------------------------------------------------------
 
     def _progress(self) -> tuple[int, bool, list[int]]:
@@ -346,9 +553,12 @@ class ReproLoader(BridgedLoader[_T_co]):
             dataset_state=machinery.dataset_state(self),
             end_workers=partial(machinery.end_workers, self),
             started_with_state=machinery.iterator_state_before_first_next(self),
+            batches=machinery.batches(self),
         )
         if state["workers"] is None:
             machinery.warn_if_workers_kept_dataset_state(self)
+        else:
+            machinery.warn_if_dataset_state_is_lossy(self, state)
         # The caller's to keep or change (DCP loads in place): nothing in it is shared
         # with the loader or torchdata's worker snapshots.
         return copy.deepcopy(dict(state))
@@ -432,6 +642,39 @@ class ReproLoader(BridgedLoader[_T_co]):
             iterable=self._machinery.iterable,
             batch_sampler_given=self._machinery.batch_sampler_given,
         )
+
+    # -- copies -----------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``copy.deepcopy`` and ``pickle`` copy: the loader where it is, no iterator.
+
+        torch's iterators cannot be copied. Where one runs (mid-epoch, or after an
+        epoch's end), the copy carries this loader's ``state_dict()`` instead and
+        loads it, so the copy's next ``iter()`` gives the batches this loader would
+        give next, as a resumed loader does (where no exact state can be taken now,
+        copying raises the error ``state_dict()`` raises). The copy gets its own
+        per-process machinery.
+        """
+        machinery = self._machinery
+        attributes = attributes_without_iterator(self)
+        attributes["_machinery"] = (machinery.iterable, machinery.batch_sampler_given)
+        running = running_iterator(self) is not None
+        attributes["_ReproLoader__resume"] = self.state_dict() if running else None
+        return attributes
+
+    def __setstate__(self, attributes: dict[str, Any]) -> None:
+        resume = attributes.pop("_ReproLoader__resume", None)
+        iterable, batch_sampler_given = attributes.pop("_machinery")
+        self.__dict__.update(attributes)
+        self.__dict__["_machinery"] = Machinery(
+            self,
+            seed=self.seed,
+            config=self.config,
+            iterable=iterable,
+            batch_sampler_given=batch_sampler_given,
+        )
+        if resume is not None:
+            self.load_state_dict(resume)
 
     def __len__(self) -> int:
         if self.shard:

@@ -28,7 +28,8 @@ class SeededRandomSampler(RandomSampler):
     The order is a keyed bijection on ``range(n)`` (see
     :mod:`reproloader._runtime.shuffle`): :meth:`indices` computes any stretch of it
     in time and memory proportional to its length, so an epoch of ``10**10`` samples
-    starts, or resumes at any position, as fast as one of a thousand.
+    starts, or resumes at any position, as fast as one of a thousand. Up to 8192
+    samples it is an exact uniform permutation, built once per epoch.
 
     Args:
         data_source: the dataset (only its length is used).
@@ -45,6 +46,10 @@ class SeededRandomSampler(RandomSampler):
     .. versionchanged:: 0.1
        The order comes from a keyed Feistel bijection, not a materialized
        permutation: orders differ from earlier releases.
+
+    .. versionchanged:: 0.1
+       Orders of at most 8192 samples are exact uniform permutations (state format
+       version 4): they differ from version 3's.
     """
 
     def __init__(self, data_source: Sized, *, seed: int, epoch: int = 0) -> None:

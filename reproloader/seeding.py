@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from reproloader._runtime.philox import key_words, philox_mover
-from reproloader._runtime.shuffle import permuted, round_keys
+from reproloader._runtime.shuffle import epoch_order
 
 __all__ = [
     "MAX_PATH_ELEMENT",
@@ -203,14 +203,20 @@ class SeedTree:
 
         A convenience that builds all ``n`` indices (O(n) time and memory). The
         loader never calls it: it computes the indices of each batch alone, from the
-        same keyed bijection (:mod:`reproloader._runtime.shuffle`).
+        same order (:mod:`reproloader._runtime.shuffle`).
 
         .. versionchanged:: 0.1
            A keyed Feistel bijection replaces ``Generator(PCG64(node)).permutation(n)``:
            orders differ from earlier releases (state format version 2).
+
+        .. versionchanged:: 0.1
+           Orders of ``n <= 8192`` are exact uniform permutations, no longer the
+           Feistel's (state format version 4).
         """
-        keys = round_keys(self.node(Purpose.SHUFFLE, epoch))
-        return permuted(n, keys, np.arange(n, dtype=np.int64))
+        order: npt.NDArray[np.int64] = (
+            epoch_order(self.node(Purpose.SHUFFLE, epoch), n).indices(0, n).copy()
+        )
+        return order
 
 
 class UnitStreams:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, NoReturn, TypedDict
 
 from reproloader._runtime import rngstate
+from reproloader._runtime.shuffle import EXACT_MAX
 from reproloader.exceptions import StateFieldError, StateMismatchError, StateVersionError
 
 __all__ = [
@@ -35,7 +36,9 @@ __all__ = [
 ]
 
 FORMAT: Final = "reproloader.ReproLoader"
-VERSION: Final = 3
+VERSION: Final = 4
+"""Version 4: shuffle orders of at most ``EXACT_MAX`` (8192) samples are exact uniform
+permutations, and the state carries the skip list (see :func:`upgrade`)."""
 
 RANKS_FORMAT: Final = "reproloader.ReproLoader/ranks"
 """The format of a state gathered from every rank (``distributed.gather_state``):
@@ -58,15 +61,16 @@ IDENTITY_FIELDS: Final = (
 
 
 class LoaderState(TypedDict):
-    """What ``ReproLoader.state_dict()`` returns (format version 3).
+    """What ``ReproLoader.state_dict()`` returns (format version 4).
 
     Version 2 has the fields of version 1; it marks the shuffle order of
     :mod:`reproloader._runtime.shuffle`. Version 3 has version 2's fields; it marks
-    python random filled from a unit's words (see :func:`upgrade`).
+    python random filled from a unit's words. Version 4 adds ``skip`` and marks the
+    exact shuffle orders of datasets of at most 8192 samples (see :func:`upgrade`).
 
     Attributes:
         format: always ``"reproloader.ReproLoader"``.
-        version: the format version, 3.
+        version: the format version, 4.
         seed: the loader's root seed.
         rng_scope: ``"batch"``, ``"sample"`` or ``"worker"``.
         reseed_globals: sorted names of the reseeded global RNGs.
@@ -100,6 +104,9 @@ class LoaderState(TypedDict):
             the dataset's own ``state_dict()``, for a dataset that has one (the main
             process's dataset is the one that ran; an iterable one once its
             ``__iter__`` ran); else None. (New in version 2.)
+        skip: the batches left out (``ReproLoader.skip_batches``/``skip_steps``), as
+            ``[epoch, start, stop]`` ranges of positions, sorted and merged; a resumed
+            loader leaves them out too. (New in version 4; ``[]`` in older states.)
     """
 
     format: str
@@ -123,6 +130,7 @@ class LoaderState(TypedDict):
     workers: WorkersState | None
     done: list[int]
     dataset: Any
+    skip: list[list[int]]
 
 
 class WorkerPart(TypedDict):
@@ -285,11 +293,30 @@ def check_fields(
         _fail("done", "[] (only a map-style pass delivered out of order has some)", done)
     if batches is not None and done and done[-1] >= batches:
         _fail("done", f"positions below {batches}, the batches of an epoch here", done)
+    _check_skip(state["skip"])
     if batches is not None and not (elastic and saved_world_size != here):
         if position > batches:
             _fail("position", f"at most {batches}, the batches of an epoch here", position)
         if finished and position != batches:
             _fail("position", f"{batches} in a finished pass (all its batches)", position)
+
+
+def _check_skip(skip: object) -> None:
+    expected = "a list of [epoch, start, stop] with start < stop, sorted and merged"
+    if not isinstance(skip, list):
+        _fail("skip", expected, skip)
+    previous: list[int] | None = None
+    for i, entry in enumerate(skip):
+        if not isinstance(entry, list) or len(entry) != 3:
+            _fail(f"skip[{i}]", "[epoch, start, stop]", entry)
+        epoch = _int(entry[0], f"skip[{i}][0]", 0, 2**32)
+        start = _int(entry[1], f"skip[{i}][1]", 0, 2**63)
+        _int(entry[2], f"skip[{i}][2]", start + 1, 2**63 + 1)
+        if previous is not None and (
+            epoch < previous[0] or (epoch == previous[0] and start <= previous[2])
+        ):
+            _fail("skip", expected, skip)
+        previous = entry
 
 
 def check_workers(
@@ -483,11 +510,14 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
     permutation), seeds torch below 2**63, and gives the worker part a schema of its
     own (a version-1 worker part, torchdata's layout, is converted). Version 3 fills
     python random's state from a unit's words (it was ``random.seed``); its fields are
-    version 2's. A version-1 state taken mid-epoch of a shuffled sampler
-    (``"shuffle"``, ``"shuffle(seed=...)"``, ``"sharded, shuffle"``) or with torch
-    reseeded, and a version-1 or 2 state taken mid-epoch with python random reseeded,
-    is refused: the rest of its epoch would not be what the release that saved it
-    gives. Taken at an epoch's end or before its first batch it loads; so does one
+    version 2's. Version 4 shuffles a dataset of at most ``EXACT_MAX`` (8192) samples
+    with an exact uniform permutation (it was the Feistel bijection, not uniform on so
+    few) and adds the skip list (an older state gets ``[]``: nothing skipped). A version-1 state taken mid-epoch of a shuffled
+    sampler (``"shuffle"``, ``"shuffle(seed=...)"``, ``"sharded, shuffle"``) or with
+    torch reseeded, a version-1 or 2 state taken mid-epoch with python random
+    reseeded, and a version-1 to 3 state taken mid-epoch of a shuffled sampler over at
+    most 8192 samples, is refused: the rest of its epoch would not be what the release
+    that saved it gives. Taken at an epoch's end or before its first batch it loads; so does one
     whose epoch draws nothing changed.
 
     Raises:
@@ -512,6 +542,8 @@ def upgrade(state: Mapping[str, Any]) -> LoaderState:
         )
     if version == 1:
         state = {"dataset": None, "done": [], **state}  # version 2 added the fields
+    if version < 4:
+        state = {"skip": [], **state}  # version 4 added the skip list (nothing skipped)
     missing = sorted(set(LoaderState.__annotations__) - set(state))
     if missing:
         raise StateVersionError(f"ReproLoader state (version {version}) lacks fields {missing}")
@@ -526,10 +558,11 @@ def _refuse_a_changed_epoch(state: Mapping[str, Any], version: int) -> None:
     reseeded = state["reseed_globals"] or ()
     mid_epoch = not state["finished"] and (state["position"] > 0 or bool(state["offset"]))
     changes = []
+    shuffled = sampler in ("shuffle", "sharded, shuffle") or str(sampler).startswith(
+        "shuffle(seed="
+    )
+    length = state["dataset_length"]
     if version == 1:
-        shuffled = sampler in ("shuffle", "sharded, shuffle") or str(sampler).startswith(
-            "shuffle(seed="
-        )
         torch_reseeded = "torch" in reseeded
         if shuffled:
             changes.append(
@@ -543,7 +576,14 @@ def _refuse_a_changed_epoch(state: Mapping[str, Any], version: int) -> None:
                 "2 seeds torch below 2**63, so the rest of this epoch would draw other "
                 "torch values than the release that saved it"
             )
-    if "random" in reseeded:
+    elif shuffled and isinstance(length, int) and length <= EXACT_MAX:
+        changes.append(
+            f"it was taken mid-way through epoch {epoch} of a shuffled sampler "
+            f"({sampler!r}) over {length} samples; version 4 shuffles datasets of at most "
+            f"{EXACT_MAX} samples with an exact uniform permutation instead of the keyed "
+            "bijection, so the rest of this epoch would repeat some samples and skip others"
+        )
+    if "random" in reseeded and version < 3:
         changes.append(
             f"it was taken mid-way through epoch {epoch} with python random reseeded; "
             "version 3 fills python random's state from the unit's words instead of "

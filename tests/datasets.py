@@ -326,3 +326,13 @@ class KeywordOnlyRng(RngArgument):
 
     def __getitem__(self, i: int, *, rng: np.random.Generator) -> torch.Tensor:  # type: ignore[override]
         return torch.tensor([float(i), rng.random()], dtype=torch.float64)
+
+
+def noisy_collate(batch: list[torch.Tensor]) -> torch.Tensor:
+    """A collate_fn that draws (MixUp-like) from torch's and python's global RNGs.
+
+    Column 0 (the dataset index of ``AllSources``' items) is left as it is.
+    """
+    stacked = torch.stack(batch)
+    stacked[:, 1:] += float(torch.rand(())) + random.random()
+    return stacked

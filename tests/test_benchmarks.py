@@ -68,3 +68,13 @@ def test_the_compiled_fill_experiment_reproduces_the_packages_streams() -> None:
     # states: a change of the GLOBALS stream's layout must fail here, not skew them.
     result = run_benchmark("compiled_fill.py", "--check-only")
     assert "identical to the package's" in result.stdout
+
+
+def test_batch_at_benchmark_runs_checks_its_batch_and_says_it_extrapolates(tmp_path: Path) -> None:
+    result = run_benchmark(
+        "batch_at.py", "--n", "100000", "--reps", "1", "--iterate", "20", "--out", str(tmp_path)
+    )
+    for position in ("10%", "50%", "90%"):
+        assert f"1e+05 samples, {position} (batch " in result.stdout
+    assert "(extrapolated from 20 batches)" in result.stdout
+    assert (tmp_path / "batch_at.json").exists()

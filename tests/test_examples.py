@@ -90,3 +90,13 @@ def test_a_framework_example_names_its_extra_when_the_framework_is_missing(
         f"{script} needs {label or package}, which is not installed: "
         f"pip install 'reproloader[{package}]' (from a clone: pip install -e '.[{package}]')\n"
     )
+
+
+def test_inspect_and_skip_example_shows_a_step_and_restarts_skipping_exactly() -> None:
+    out = run("inspect_and_skip.py", "--step", "11", "--skip", "9", "14")
+    assert "step 11 is batch 1 of epoch 1: samples [" in out
+    assert "batch_at gives bitwise the batch the run got: True" in out
+    assert "worker scope is refused: rng_scope='worker' continues one stream" in out
+    assert "restarted at step 8, skipping steps 9-13: 7 steps" in out
+    assert "every other step is bitwise the original's: True" in out
+    assert out.endswith("[[0, 9, 10], [1, 0, 4]]\n")

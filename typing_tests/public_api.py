@@ -39,3 +39,18 @@ def inside_a_dataset() -> float:
 sampler = SeededRandomSampler(range(4), seed=0, epoch=1)
 order: list[int] = list(sampler)
 version: str = reproloader.__version__
+
+
+def look_into_a_run(loader: ReproLoader[torch.Tensor]) -> None:
+    batch = loader.batch_at(1, 7, rank=0, world_size=2)
+    indices = loader.indices_at(1, 7, replay=True)
+    loader.skip_batches(2, 10, 20)
+    loader.skip_steps(48_000, 48_200)
+    skipped: list[tuple[int, int, int]] = loader.skipped
+    where: tuple[int, int] | None = loader.last_position
+    try:
+        loader.batch_at(0, 0)
+    except reproloader.BatchUnavailableError as error:
+        message: str = str(error)
+        del message
+    del batch, indices, skipped, where

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.multiprocessing
 
@@ -134,6 +135,12 @@ def resolve_sampler(
     dataset without a sampler of the user's makes a :class:`SeededRandomSampler`.
     Either way DataLoader then gets ``shuffle=False``, since the sampler shuffles.
     """
+    if shuffle is not None and not isinstance(shuffle, (bool, np.bool_)):
+        # DataLoader reads any truthy value as True: shuffle="no" would shuffle.
+        raise ConfigError(
+            f"shuffle must be True, False or None, got {shuffle!r} of type "
+            f"{type(shuffle).__name__}; pass shuffle=True or shuffle=False"
+        )
     if shard:
         check_shard(iterable, sampler, batch_sampler, batch_size)
         assert batch_size is not None

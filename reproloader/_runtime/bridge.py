@@ -42,6 +42,7 @@ __all__ = [
     "INTERNALS",
     "BridgedLoader",
     "IteratorView",
+    "attributes_without_iterator",
     "default_index_sampler",
     "forget_iterator",
     "iterator_end_worker_state",
@@ -223,6 +224,14 @@ def forget_iterator(loader: DataLoader[Any]) -> None:
     """Drop the loader's iterator, so the next ``iter()`` builds one (after a resume)."""
     loader._iterator = None
     loader._initial_iter_for_state_dict = False
+
+
+def attributes_without_iterator(loader: DataLoader[Any]) -> dict[str, Any]:
+    """The loader's attributes, its iterator left out (torch's iterators cannot be copied)."""
+    attributes = loader.__dict__.copy()
+    attributes["_iterator"] = None
+    attributes["_initial_iter_for_state_dict"] = False
+    return attributes
 
 
 def default_index_sampler(loader: DataLoader[Any]) -> Any:

@@ -9,6 +9,8 @@ unit-tested without torch (``tests/unit/test_cursor.py``).
 
 The loader calls, in this order of a pass's life:
 
+* :meth:`PassCursor.add_skips` (``skip_batches``/``skip_steps``; the skip list lasts
+  across passes and travels in the state);
 * :meth:`PassCursor.set_epoch` (optional) and :meth:`PassCursor.begin_pass` from
   ``__iter__``; the unit sampler reads :attr:`PassCursor.current` while it runs;
 * :meth:`PassCursor.take_resume_workers` when the iterator is built;
@@ -23,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reproloader._runtime.skips import Ranges, SkipList, advance, is_skipped, merge, of_epoch
 from reproloader.exceptions import StateFieldError, StateMismatchError
 from reproloader.seeding import MAX_PATH_ELEMENT, check_int
 from reproloader.state import (
@@ -53,6 +56,10 @@ class Pass:
         world_size: the number of ranks.
         skip: positions after ``start`` already handed out before a restore
             (``in_order=False`` delivers out of order); the pass does not give them again.
+        skipped: the ranges ``(start, stop)`` of this epoch's positions the user left
+            out (:meth:`PassCursor.add_skips`); sorted and disjoint.
+        stop: the position the pass ends before (a batch made on demand is a pass of
+            one unit); None: the epoch's end.
     """
 
     epoch: int
@@ -62,6 +69,8 @@ class Pass:
     rank: int = 0
     world_size: int = 1
     skip: frozenset[int] = frozenset()
+    skipped: Ranges = ()
+    stop: int | None = None
 
 
 class PassCursor:
@@ -81,6 +90,7 @@ class PassCursor:
         "_resume_state",
         "_serial",
         "_skip",
+        "_skips",
         "_start",
         "_started",
         "current",
@@ -100,7 +110,23 @@ class PassCursor:
         # which the next iterator's new workers take over (set_epoch keeps them: the
         # workers of the uninterrupted run kept theirs whatever epoch came next).
         self._copies: WorkersState | None = None
+        # Batches the user left out, in every epoch: kept across passes and resumes.
+        self._skips: SkipList = []
         self.current = Pass(epoch=0, serial=0)
+
+    @property
+    def skips(self) -> SkipList:
+        """The batches left out: ``(epoch, start, stop)`` ranges, sorted and merged."""
+        return list(self._skips)
+
+    def add_skips(self, ranges: SkipList) -> None:
+        """Leave out more batches (from the next pass on; the running one keeps its own)."""
+        self._skips = merge([*self._skips, *ranges])
+
+    @property
+    def started(self) -> bool:
+        """Whether a pass of the current epoch has begun (and was not restored away)."""
+        return self._started
 
     @property
     def epoch(self) -> int:
@@ -140,6 +166,7 @@ class PassCursor:
             rank=rank,
             world_size=world_size,
             skip=self._skip,
+            skipped=of_epoch(self._skips, self._epoch),
         )
         self._serial += 1
         self._start = 0
@@ -147,6 +174,19 @@ class PassCursor:
         self._skip = frozenset()
         self._loaded_end = None
         return self.current
+
+    def position_of(self, task: int) -> int:
+        """The position of the running pass's ``task``-th unit (from 0), in order."""
+        current = self.current
+        if not current.skip:
+            return advance(current.start, task, current.skipped)
+        position = advance(current.start, 0, current.skipped)
+        while True:  # after an out-of-order restore: walk past the positions handed out
+            if position not in current.skip:
+                if not task:
+                    return position
+                task -= 1
+            position = advance(position + 1, 0, current.skipped)
 
     def take_resume_workers(self) -> WorkersState | None:
         """The workers' state that the next iterator resumes from (once), or None."""
@@ -174,6 +214,7 @@ class PassCursor:
         dataset_state: Callable[[], Any] | None = None,
         end_workers: Callable[[], Any] | None = None,
         started_with_state: bool = False,
+        batches: int | None = None,
     ) -> LoaderState:
         """The position as a state.
 
@@ -199,6 +240,8 @@ class PassCursor:
                 made (``num_workers=0``, an iterable dataset), nothing was pulled from
                 it yet, and the user's iterator holds a state of its own: the worker
                 part carries it, as it does once batches were handed out.
+            batches: the exact number of batches of an epoch here, or None: a skipped
+                range past the epoch's end moves the position to the end, not past it.
         """
         workers: Any = None
         offset: int | None = None
@@ -223,8 +266,11 @@ class PassCursor:
             current = self.current
             epoch, serial = current.epoch, current.serial
             position, done = _handed_out(current, yielded, others)
+            if batches is not None and position > batches:  # skipped to past the end
+                position = batches
             if offset_after is not None:
-                offset = offset_after(current, yielded)
+                # Skipped positions hand out no batch but move through the order too.
+                offset = offset_after(current, position - current.start)
             if workers_hold_state and (position or started_with_state) and not finished:
                 workers = worker_state()
             elif (finished or not position) and end_workers is not None:
@@ -241,6 +287,7 @@ class PassCursor:
             "workers": workers,
             "done": [] if finished else done,
             "dataset": dataset_state() if dataset_state is not None and workers is None else None,
+            "skip": [list(skipped) for skipped in self._skips],
         }
 
     def restore(
@@ -351,6 +398,7 @@ class PassCursor:
             )
             raise StateFieldError("dataset", f"None ({why})", saved["dataset"])
         self.set_epoch(saved["epoch"])
+        self._skips = merge([*self._skips, *((e, a, b) for e, a, b in saved["skip"])])
         self._copies = workers if copies else None
         if saved["finished"]:
             self._started = True  # the next pass is the next epoch
@@ -371,23 +419,25 @@ class PassCursor:
 
 
 def _handed_out(current: Pass, consumed: int, others: list[int]) -> tuple[int, list[int]]:
-    # Task i of a pass is its i-th position not skipped: the first ``consumed`` tasks and
-    # ``others`` were consumed. Returns the first position not consumed, and the
-    # consumed positions after it.
+    # Task i of a pass is its i-th position neither skipped by the user nor handed out
+    # before a restore: the first ``consumed`` tasks and ``others`` were consumed.
+    # Returns the first position not consumed (past any range the user skipped), and
+    # the consumed positions after it.
+    ranges = current.skipped
     if not current.skip and not others:
-        return current.start + consumed, []
+        return advance(current.start, consumed, ranges), []
     wanted = max([consumed - 1, *others]) + 1
     positions: list[int] = []
-    p = current.start
+    p = advance(current.start, 0, ranges)
     while len(positions) < wanted:
         if p not in current.skip:
             positions.append(p)
-        p += 1
+        p = advance(p + 1, 0, ranges)
     handed = set(current.skip) | set(positions[:consumed]) | {positions[i] for i in others}
-    first = current.start
+    first = advance(current.start, 0, ranges)
     while first in handed:
-        first += 1
-    return first, sorted(p for p in handed if p > first)
+        first = advance(first + 1, 0, ranges)
+    return first, sorted(p for p in handed if p > first and not is_skipped(p, ranges))
 
 
 def pick_rank(state: Mapping[str, Any], rank: int, world_size: int) -> Mapping[str, Any]:

@@ -32,6 +32,7 @@ from reproloader._runtime.bridge import (
 from reproloader._runtime.cursor import Pass, PassCursor
 from reproloader._runtime.isolation import Isolation
 from reproloader._runtime.ledger import LedgerCollate
+from reproloader._runtime.probe import ResumeCheck, known_loss, warn_lossy
 from reproloader._runtime.producer import Plan, search, search_from
 from reproloader._runtime.rngs import GlobalRngs
 from reproloader._runtime.units import SamplerRngs, UnitSampler, describe_sampler, fast_mode
@@ -93,6 +94,9 @@ class Machinery:
         # holds a state of its own passes from each one to the next.
         self._main_wrapper: IterableWrapper | None = None
         self._warned_kept_state = False
+        # Once per loader: whether a resume through an iterable dataset's own state is
+        # exact (reproloader._runtime.probe).
+        self.resume_check = ResumeCheck()
 
     def stateful_dataset(self, loader: DataLoader[Any]) -> bool:
         """Whether the loader's dataset has its own ``state_dict``/``load_state_dict``."""
@@ -183,6 +187,27 @@ class Machinery:
             UserWarning,
             stacklevel=3,
         )
+
+    def warn_if_dataset_state_is_lossy(self, loader: DataLoader[Any], state: Any) -> None:
+        """Warn (once) where a mid-pass state resumes a dataset known to lose its position.
+
+        Any number of workers: the state carries the iterable dataset's (or its
+        iterator's) own state, and :func:`~reproloader._runtime.probe.known_loss` knows
+        that state leaves something out. (With ``num_workers=0`` the first such state is
+        also checked against a restored copy; see ``reproloader._runtime.probe``.)
+        """
+        check = self.resume_check
+        workers = state["workers"]
+        if check.done or not self.iterable or workers is None or state["finished"]:
+            return
+        if self._config.iterable_resume == "replay":
+            return
+        if not any(w["iterable"] and w["iterable"]["kind"] for w in workers["workers"]):
+            return
+        why = known_loss(loader.dataset)
+        if why is not None:
+            check.done = True
+            warn_lossy(loader.dataset, why, stacklevel=4)
 
     def warn_if_copies_not_restored(
         self, loader: DataLoader[Any], cursor: PassCursor, saved_num_workers: int
@@ -312,14 +337,14 @@ class Machinery:
             )
         return self._isolation
 
-    def view(self, loader: DataLoader[Any], cursor: PassCursor) -> IteratorView:
-        """The loader as the iterator of the cursor's current pass sees it."""
-        config, current = self._config, cursor.current
-        plan = Plan(
+    def plan(self, loader: DataLoader[Any], rank: int, world_size: int) -> Plan:
+        """What every process producing this loader's units on ``rank`` follows."""
+        config = self._config
+        return Plan(
             tree=self._tree,
             scope=config.rng_scope,
-            rank=current.rank,
-            world_size=current.world_size,
+            rank=rank,
+            world_size=world_size,
             num_workers=loader.num_workers,
             batch_size=loader.batch_size or 1,
             reseed_globals=frozenset(config.reseed_globals),
@@ -329,6 +354,45 @@ class Machinery:
             rng_search_budget=config.rng_search_budget,
             iterable_resume=config.iterable_resume,
         )
+
+    def units(
+        self, loader: DataLoader[Any], cursor: PassCursor, sampler_rngs: SamplerRngs | None
+    ) -> UnitSampler:
+        """A map-style loader's unit sampler over ``cursor``'s current pass.
+
+        ``sampler_rngs``: the seeded RNG states a user's sampler draws from (None
+        where the loader computes its batches).
+        """
+        return UnitSampler(
+            cursor,
+            default_index_sampler(loader),
+            loader.sampler,  # type: ignore[arg-type]
+            batch_size=loader.batch_size,
+            drop_last=loader.drop_last,
+            fast=self._fast,
+            sampler_rngs=sampler_rngs,
+            batch_sampler_given=self.batch_sampler_given,
+        )
+
+    @property
+    def fast(self) -> str | None:
+        """How the loader's batches are computed: ``None`` where a user's sampler is iterated."""
+        return self._fast
+
+    @property
+    def scope(self) -> str:
+        """The loader's rng_scope."""
+        return self._config.rng_scope
+
+    @property
+    def tree(self) -> SeedTree:
+        """The loader's seed tree."""
+        return self._tree
+
+    def view(self, loader: DataLoader[Any], cursor: PassCursor) -> IteratorView:
+        """The loader as the iterator of the cursor's current pass sees it."""
+        current = cursor.current
+        plan = self.plan(loader, current.rank, current.world_size)
         if loader.num_workers > 0 and plan.reseed_dataset_rngs:
             # Workers search quietly; say here, once, what they will not reseed.
             search(plan, loader.dataset).warn(stacklevel=6)
@@ -351,19 +415,12 @@ class Machinery:
                 # The same dataset object runs every pass here: it holds a state of
                 # its own once a pass started it or a state was loaded into it.
                 wrapper.touched = self._dataset_touched()
+                wrapper.check = self.resume_check
                 self._main_wrapper = wrapper
             self._collate_with_ledger(loader, wrapper, overrides)
             return IteratorView(loader, dataset=wrapper, index_sampler=None, **overrides)
-        units = UnitSampler(
-            cursor,
-            default_index_sampler(loader),
-            loader.sampler,  # type: ignore[arg-type]
-            batch_size=loader.batch_size,
-            drop_last=loader.drop_last,
-            fast=self._fast,
-            sampler_rngs=None if self._fast else self._user_sampler_rngs(loader, plan.rank),
-            batch_sampler_given=self.batch_sampler_given,
-        )
+        rngs = None if self._fast else self._user_sampler_rngs(loader, plan.rank)
+        units = self.units(loader, cursor, rngs)
         if not self.workers_hold_state(loader):
             # Map-style positions are (epoch, batches yielded): workers hold nothing
             # the main process cannot recompute, so skip torchdata's per-batch worker
@@ -402,14 +459,18 @@ class Machinery:
 
     def _user_sampler_rngs(self, loader: DataLoader[Any], rank: int) -> SamplerRngs:
         if self._sampler_rngs is None:
-            self._sampler_rngs = SamplerRngs(
-                self._tree,
-                rank,
-                frozenset(self._config.reseed_globals),
-                {"sampler": loader.sampler, "batch_sampler": loader.batch_sampler},
-                self._config.reseed_dataset_rngs,
-            )
+            self._sampler_rngs = self.new_sampler_rngs(loader, rank)
         return self._sampler_rngs
+
+    def new_sampler_rngs(self, loader: DataLoader[Any], rank: int) -> SamplerRngs:
+        """Seeded RNG states for a user's sampler on ``rank``, apart from the loader's own."""
+        return SamplerRngs(
+            self._tree,
+            rank,
+            frozenset(self._config.reseed_globals),
+            {"sampler": loader.sampler, "batch_sampler": loader.batch_sampler},
+            self._config.reseed_dataset_rngs,
+        )
 
 
 def worker_copies(workers: Mapping[str, Any]) -> list[Any]:

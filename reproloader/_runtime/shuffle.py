@@ -1,11 +1,29 @@
-"""A keyed bijection on ``[0, n)``: an epoch's shuffle order, computed a batch at a time.
+"""An epoch's shuffle order of ``[0, n)``: exact for small ``n``, a keyed bijection above.
 
-``permuted(n, keys, positions)`` gives the indices at ``positions`` of the order, as
-vectorized numpy ``uint64`` arithmetic, in time and memory proportional to
-``len(positions)``: nothing of size ``n`` is ever built, so a 10**10-sample epoch
-starts (or resumes) at any position at once.
+Two constructions, chosen by ``n`` alone (:func:`epoch_order`), both a pure function of
+the epoch's seed-tree node ``SeedTree(seed).node(Purpose.SHUFFLE, epoch)`` and ``n``, the
+same on every rank and worker:
 
-Design: a Feistel network over the two-dimensional domain ``Z_a x Z_b``, with
+- ``n <= EXACT_MAX`` (:func:`exact_order`): a uniformly random permutation, built whole
+  once per epoch. Each index gets a 64-bit word of ``PCG64(node)``'s raw stream and the
+  order is the indices sorted by their words; where two words tie (probability below
+  ``n**2 / 2**65``) all ``n`` words are drawn again from the stream, so the order is
+  the ranking of ``n`` distinct i.i.d. uniform words: every one of the ``n!`` orders
+  has the same probability. Only numpy's raw bit-generator stream and
+  ``SeedSequence`` are used (numpy keeps both fixed across releases; ``Generator``
+  methods such as ``permutation`` it does not), and with distinct words the sorted
+  order does not depend on the sort algorithm. Below this size a Feistel network
+  cannot be uniform: its round functions on halves of a few values each reach few of
+  the ``n!`` orders (with 6 rounds, n=7 left 113 of the 5,040 orders unseen in
+  50,400 draws). The order is at most :data:`BLOCK` indices: what the Feistel path
+  would cache for its first block anyway.
+- ``n > EXACT_MAX`` (:func:`permuted`): the keyed Feistel bijection below.
+  ``permuted(n, keys, positions)`` gives the indices at ``positions`` of the order, as
+  vectorized numpy ``uint64`` arithmetic, in time and memory proportional to
+  ``len(positions)``: nothing of size ``n`` is ever built, so a 10**10-sample epoch
+  starts (or resumes) at any position at once.
+
+The Feistel network works over the two-dimensional domain ``Z_a x Z_b``, with
 cycle-walking.
 
 - ``a = ceil(sqrt(n))``, ``b = ceil(n / a)``, so ``n <= a * b < n + a``. A position
@@ -35,13 +53,14 @@ cycle-walking.
   ``SeedTree(seed).node(Purpose.SHUFFLE, epoch)``: derived, never added, so the order
   is a pure function of ``(seed, epoch, n)``, the same on every rank and worker.
 
-:class:`Shuffle` binds ``n`` and the keys of one epoch and caches the blocks of
-:data:`BLOCK` positions last computed, so cutting that epoch into small batches costs
+:class:`Shuffle` binds ``n`` and the keys (or the exact order) of one epoch and caches
+the blocks of :data:`BLOCK` positions last computed, so cutting that epoch into small batches costs
 one vectorized pass per block instead of one per batch; :class:`EpochOrders` keeps a
 sampler's current one.
 
 Changing anything here changes the order users get: ``tests/golden`` pins it and a
-change needs a ``stream`` changelog entry.
+change needs a ``stream`` changelog entry. State format version 4 marks the exact
+orders of ``n <= EXACT_MAX`` (they replaced the Feistel's there).
 """
 
 from __future__ import annotations
@@ -53,7 +72,18 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BLOCK", "MAX_N", "ROUNDS", "EpochOrders", "Shuffle", "permuted", "round_keys"]
+__all__ = [
+    "BLOCK",
+    "EXACT_MAX",
+    "MAX_N",
+    "ROUNDS",
+    "EpochOrders",
+    "Shuffle",
+    "epoch_order",
+    "exact_order",
+    "permuted",
+    "round_keys",
+]
 
 ROUNDS: Final = 6
 """Feistel rounds; each has its own 64-bit key."""
@@ -63,6 +93,14 @@ MAX_N: Final = 2**62
 
 BLOCK: Final = 8192
 """Positions :class:`Shuffle` computes at once for small ranges (and caches)."""
+
+EXACT_MAX: Final = BLOCK
+"""Largest ``n`` whose order is an exact uniform permutation (:func:`exact_order`).
+
+At this size the whole order is one :data:`BLOCK`: the memory the Feistel path caches
+for its first block, built in about the same time (an epoch's first batch: 330 us
+against the Feistel's 290 us at n=8192; 30 us against 140 us at n=8; once per epoch,
+``benchmarks/scale.py``). (State format version 4.)"""
 
 # SplitMix64's finalizer (Steele, Lea and Flood 2014): xorshift-multiply steps.
 _M1: Final = np.uint64(0xBF58476D1CE4E5B9)
@@ -78,6 +116,26 @@ def round_keys(node: np.random.SeedSequence) -> Words:
     keys: Words = node.generate_state(ROUNDS, np.uint64)  # type: ignore[assignment]
     keys.flags.writeable = False
     return keys
+
+
+def exact_order(node: np.random.SeedSequence, n: int) -> Indices:
+    """A uniformly random permutation of ``[0, n)`` keyed by ``node`` (read-only).
+
+    The indices ranked by ``n`` words of ``PCG64(node)``'s raw stream, drawn again
+    until no two tie: every order has probability ``1 / n!``. O(n log n) time, O(n)
+    memory: for ``n <= EXACT_MAX``.
+    """
+    if not 0 <= n <= EXACT_MAX:
+        raise ValueError(f"n must be in [0, {EXACT_MAX}] for an exact order, got {n}")
+    bits = np.random.PCG64(node)
+    while True:
+        words = bits.random_raw(n)
+        order = np.argsort(words)
+        ranked = words[order]
+        if not (ranked[1:] == ranked[:-1]).any():  # distinct words: one ranking, uniform
+            break
+    order.flags.writeable = False
+    return order
 
 
 def _sides(n: int) -> tuple[int, int]:
@@ -164,17 +222,32 @@ class Shuffle:
 
     Args:
         n: the number of samples.
-        keys: :func:`round_keys` of the epoch's node.
+        keys: :func:`round_keys` of the epoch's node (the Feistel order), or None
+            with ``whole``.
+        whole: the whole order, where it was built exactly (:func:`exact_order`).
     """
 
-    __slots__ = ("_blocks", "keys", "n")
+    __slots__ = ("_blocks", "_whole", "keys", "n")
 
-    def __init__(self, n: int, keys: Words) -> None:
+    def __init__(self, n: int, keys: Words | None, *, whole: Indices | None = None) -> None:
         if not 0 <= n <= MAX_N:
             raise ValueError(f"n must be in [0, {MAX_N}], got {n}")
+        if (keys is None) == (whole is None) or (whole is not None and len(whole) != n):
+            raise ValueError(f"Shuffle needs either keys or a whole order of {n} indices")
         self.n = n
         self.keys = keys
-        self._blocks: dict[int, Indices] = {}
+        self._whole = whole
+        # A whole order is its blocks, all cached (views of it).
+        self._blocks: dict[int, Indices] = (
+            {}
+            if whole is None
+            else {k: whole[k * BLOCK : (k + 1) * BLOCK] for k in range(-(-n // BLOCK))}
+        )
+
+    @property
+    def exact(self) -> bool:
+        """Whether the order is an exact uniform permutation (built whole)."""
+        return self._whole is not None
 
     def __len__(self) -> int:
         return self.n
@@ -193,23 +266,35 @@ class Shuffle:
             raise ValueError(f"need 0 <= start <= stop <= {self.n}, got {start}, {stop}")
         if start == stop:
             return np.empty(0, dtype=np.int64)
+        if self._whole is not None:
+            return self._whole[start:stop]
         if stop - start >= BLOCK:
-            return permuted(self.n, self.keys, np.arange(start, stop, dtype=np.uint64))
+            return self._permuted(start, stop)
         last = (stop - 1) // BLOCK
         head = self._block(first)[start - first * BLOCK :]
         return np.concatenate((head, self._block(last)[: stop - last * BLOCK]))
+
+    def _permuted(self, start: int, stop: int) -> Indices:
+        assert self.keys is not None  # a whole order has all its blocks
+        return permuted(self.n, self.keys, np.arange(start, stop, dtype=np.uint64))
 
     def _block(self, number: int) -> Indices:
         block = self._blocks.get(number)
         if block is None:
             begin = number * BLOCK
-            stop = min(begin + BLOCK, self.n)
-            block = permuted(self.n, self.keys, np.arange(begin, stop, dtype=np.uint64))
+            block = self._permuted(begin, min(begin + BLOCK, self.n))
             block.flags.writeable = False
             if len(self._blocks) >= 2:  # keep one more, for ranges across a boundary
                 self._blocks.pop(next(iter(self._blocks)))  # the older one
             self._blocks[number] = block
         return block
+
+
+def epoch_order(node: np.random.SeedSequence, n: int) -> Shuffle:
+    """The order of ``[0, n)`` keyed by an epoch's node: exact up to :data:`EXACT_MAX`."""
+    if 0 <= n <= EXACT_MAX:
+        return Shuffle(n, None, whole=exact_order(node, n))
+    return Shuffle(n, round_keys(node))
 
 
 class EpochOrders:
@@ -235,6 +320,6 @@ class EpochOrders:
         last = self._last
         if last is not None and last[0] == epoch and last[1].n == n:
             return last[1]
-        shuffle = Shuffle(n, round_keys(self._node(epoch)))
+        shuffle = epoch_order(self._node(epoch), n)
         self._last = (epoch, shuffle)
         return shuffle

@@ -24,6 +24,7 @@ from reproloader._runtime.discovery import find_rngs
 from reproloader._runtime.isolation import Isolation
 from reproloader._runtime.rngs import AttributeRngs, GlobalRngs
 from reproloader._runtime.shuffle import BLOCK
+from reproloader._runtime.skips import is_skipped, open_segments
 from reproloader._runtime.wrappers import Unit
 from reproloader.distributed import ShardedSampler
 from reproloader.sampler import SeededRandomSampler
@@ -95,6 +96,11 @@ class SamplerRngs:
         self._attributes = AttributeRngs(found)
         self._streams = UnitStreams()
 
+    @property
+    def attribute_rngs(self) -> list[tuple[str, Any]]:
+        """The RNG objects found on the samplers, reseeded in place at each pass."""
+        return list(self._attributes.rngs)
+
     def start(self, epoch: int) -> None:
         """Seed the sampler states for a new pass over ``epoch``."""
         node, unit = sampler_stream(epoch, self._on_rank)
@@ -145,29 +151,49 @@ class UnitSampler(Iterable[Unit]):
 
     def __iter__(self) -> Iterator[Unit]:
         current = self._cursor.current
-        units = self._iterate(current) if self._fast is None else self._compute(current)
+        ranges = current.skipped  # left out by the user: their positions are not reused
+        if self._fast is None:
+            units = self._iterate(current)
+            if ranges:  # a user's sampler is drawn through them, nothing loaded
+                units = (unit for unit in units if not is_skipped(unit[2], ranges))
+        elif ranges:  # computed around them: O(1) per range
+            units = itertools.chain.from_iterable(
+                self._compute(current, a, b) for a, b in open_segments(current.start, ranges)
+            )
+        else:
+            units = self._compute(current, current.start, current.stop)
         if current.skip:  # handed out before a restore (in_order=False): not again
             skip = current.skip
             return (unit for unit in units if unit[2] not in skip)
         return units
 
-    def _compute(self, current: Pass) -> Iterator[Unit]:
-        # The pass's units as a generator of the right kind (no extra layer per unit).
-        epoch, serial, start = current.epoch, current.serial, current.start
+    def _compute(self, current: Pass, start: int, stop: int | None) -> Iterator[Unit]:
+        # Units start..stop-1 of the pass (to its end where stop is None), as a
+        # generator of the right kind (no extra layer per unit).
+        epoch, serial = current.epoch, current.serial
         if self._fast == "sharded":
             assert isinstance(self._sampler, ShardedSampler)
-            batches = self._sampler.rank_batches(
-                epoch, current.rank, current.world_size, current.offset
+            world_size = current.world_size
+            offset = current.offset
+            if start != current.start:  # where position ``start`` is in the global order
+                offset += self._sampler.steps(world_size, offset).consumed(start - current.start)
+            batches: Iterator[list[int]] = self._sampler.rank_batches(
+                epoch, current.rank, world_size, offset
             )
+            if stop is not None:
+                batches = itertools.islice(batches, max(stop - start, 0))
             return ((epoch, serial, k, batch) for k, batch in enumerate(batches, start=start))
         n = len(self._sampler)
         bs = self._batch_size
         shuffled = self._fast == "permutation"
         if bs is None:
+            end = n if stop is None else min(stop, n)
             if shuffled:
-                return self._shuffled_samples(epoch, serial, start, n)
-            return ((epoch, serial, k, k) for k in range(start, n))
+                return self._shuffled_samples(epoch, serial, start, end)
+            return ((epoch, serial, k, k) for k in range(start, end))
         count = n // bs if self._drop_short else -(-n // bs)
+        if stop is not None:
+            count = min(count, stop)
         if shuffled:
             return self._shuffled_batches(epoch, serial, start, count, bs, n)
         return (
@@ -196,7 +222,9 @@ class UnitSampler(Iterable[Unit]):
         for k in range(start, count):
             begin, end = k * bs, min((k + 1) * bs, n)
             if end > high:
-                block_end = min(n, ((end - 1) // BLOCK + 1) * BLOCK)
+                # To the block's end, not past the last batch asked for (a stretch
+                # between skipped ranges, or one batch on demand).
+                block_end = min(n, ((end - 1) // BLOCK + 1) * BLOCK, count * bs)
                 held = held[begin - low :] + order.indices(high, block_end).tolist()
                 low, high = begin, block_end
             yield epoch, serial, k, held[begin - low : end - low]

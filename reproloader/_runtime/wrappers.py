@@ -11,6 +11,8 @@ samples in its worker's stream and starts a unit every ``batch_size`` of them.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import inspect
 import operator
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from torch.utils.data import Dataset, IterableDataset
 from reproloader._runtime.bridge import show_user_dataset_to_worker
 from reproloader._runtime.datapipes import is_datapipe, start_pass
 from reproloader._runtime.lifetime import die_with_parent
+from reproloader._runtime.probe import END, ResumeCheck, known_loss
 from reproloader._runtime.producer import Plan, Producer, Suspended
 from reproloader.exceptions import ConfigError, StateError
 from reproloader.seeding import worker_init_stream
@@ -71,6 +74,8 @@ class _Wrapper:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_producer"] = None
+        if "check" in state:
+            state["check"] = None  # the main process's, not a worker's
         return state
 
 
@@ -185,6 +190,9 @@ class IterableWrapper(_Wrapper, IterableDataset[Any]):
         self.touched = False
         # The pass's iterator in this process (the main process: one per wrapper).
         self.running: UnitIterator | None = None
+        # The main process's once-per-loader check that the dataset's own state
+        # resumes it exactly (reproloader._runtime.probe); None in workers.
+        self.check: ResumeCheck | None = None
 
     @property
     def holds_state(self) -> bool:
@@ -252,6 +260,8 @@ class UnitIterator(Iterator[Any]):
         self._exhausted = False
         # The first unit, begun when the pass was started ahead of its first ``next``.
         self._suspended: Suspended | None = None
+        # Whether the next item pulled is compared with a restored copy's (_check_resume).
+        self._check_pending = False
 
     def __iter__(self) -> UnitIterator:
         return self
@@ -325,14 +335,58 @@ class UnitIterator(Iterator[Any]):
             item = next(it)
         except StopIteration:
             self._exhausted = True
+            if self._check_pending:
+                self._compare(END)
             raise
         except Exception:
             self.position = position + 1
             self._carried, self._fetched = fetched[::-1], []
+            self._check_pending = False
             raise
         self.position = position + 1
         fetched.append(item)
+        if self._check_pending:
+            self._compare(item)
         return item
+
+    def _compare(self, item: Any) -> None:
+        self._check_pending = False
+        check = self._wrapper.check
+        if check is not None:
+            check.compare(item, self._wrapper.dataset)
+
+    def _check_resume(self, part: dict[str, Any]) -> None:
+        # The first mid-pass state that holds the dataset's own state, in the main
+        # process: a copy of the dataset restored from it gives its next item now, the
+        # run's next pull is compared with it (reproloader._runtime.probe).
+        wrapper = self._wrapper
+        check = wrapper.check
+        if (
+            check is None
+            or check.done
+            or part["kind"] is None
+            or self._it is None
+            or self._suspended is not None
+            or self._carried
+            or self._exhausted
+            or known_loss(wrapper.dataset) is not None  # the loader warns about those
+        ):
+            return
+        saved = copy.deepcopy(part)
+        plan = dataclasses.replace(wrapper.plan, collate_fn=None)  # reseeds the copy's only
+
+        def copy_next() -> Any:
+            twin = IterableWrapper(copy.deepcopy(wrapper.dataset), plan, None)
+            twin.touched = True
+            restored = UnitIterator(twin, saved["epoch"], saved["serial"])
+            restored.load_state_dict(saved)
+            try:
+                return next(restored)
+            except StopIteration:
+                return END
+
+        check.copy_next(copy_next)
+        self._check_pending = check.expected is not None
 
     # torchdata's worker snapshots call these in the producing process.
     def state_dict(self) -> dict[str, Any]:
@@ -391,7 +445,7 @@ class UnitIterator(Iterator[Any]):
             and producer is not None
         ):
             stream = producer.stream_state()
-        return {
+        part = {
             "epoch": self.epoch,
             "serial": self.serial,
             "position": self.position,
@@ -399,6 +453,9 @@ class UnitIterator(Iterator[Any]):
             "user": user,
             "stream": stream,
         }
+        if not replay and kind is not None and wrapper.check is not None:
+            self._check_resume(part)
+        return part
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue at ``state["position"]`` of the same pass.

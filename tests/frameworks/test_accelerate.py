@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+# The uninterrupted baseline is module-scoped: one xdist process runs the module (noxfile).
+pytestmark = pytest.mark.xdist_group("accelerate")
+
 pytest.importorskip("accelerate")
 
 SCRIPT = Path(__file__).with_name("_accelerate_run.py")

@@ -12,6 +12,9 @@ pytest.importorskip("lightning")
 
 from tests.helpers import run_script
 
+# The uninterrupted baseline is module-scoped: one xdist process runs the module (noxfile).
+pytestmark = pytest.mark.xdist_group("lightning")
+
 SCRIPT = Path(__file__).with_name("_lightning_run.py")
 
 

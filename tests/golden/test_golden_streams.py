@@ -41,9 +41,23 @@ def test_unit_generator_is_pinned() -> None:
 
 
 # Shuffle orders: the keyed Feistel bijection of reproloader._runtime.shuffle (state
-# format version 2; version 1 used Generator(PCG64(node)).permutation(n)).
+# format version 2; version 1 used Generator(PCG64(node)).permutation(n)). Version 4
+# gives n <= 8192 an exact uniform permutation (the ranks of PCG64(node)'s raw words):
+# n=10's order was [0, 6, 3, 7, 8, 4, 9, 2, 1, 5] in versions 2 and 3; n=8193's is the
+# Feistel's, unchanged.
 def test_shuffle_permutation_is_pinned() -> None:
-    assert SeedTree(SEED).permutation(5, 10).tolist() == [0, 6, 3, 7, 8, 4, 9, 2, 1, 5]
+    assert SeedTree(SEED).permutation(5, 10).tolist() == [9, 0, 7, 4, 3, 6, 8, 5, 2, 1]
+    assert SeededRandomSampler(range(8192), seed=SEED).indices(5, 0, 4).tolist() == [
+        675,
+        1553,
+        4967,
+        1808,
+    ]
+
+
+def test_shuffle_above_the_exact_size_is_the_feistel_of_version_2() -> None:
+    sampler = SeededRandomSampler(range(8193), seed=SEED)
+    assert sampler.indices(5, 0, 4).tolist() == [6058, 3797, 3918, 5938]
 
 
 def test_shuffle_of_a_huge_epoch_is_pinned() -> None:
@@ -61,10 +75,13 @@ def test_shuffle_of_a_huge_epoch_is_pinned() -> None:
 # scope the first row is sample 7's own stream, as version 1 gave it in batch 1.
 # Version 3 fills python random's state from the unit's words instead of random.seed:
 # the random column changed, deliberately, and nothing else did.
+# Version 4's exact order of 8 samples puts samples 3 and 6 first where version 3 had
+# 7 and 4: in batch and worker scope only the index column changed; in sample scope
+# the rows are samples 3's and 6's own streams.
 LOADER_GOLDEN = {
     "batch": [
         [
-            7.0,
+            3.0,
             0.9154489302726958,
             0.7034171971242786,
             0.9162073135375977,
@@ -72,7 +89,7 @@ LOADER_GOLDEN = {
             0.002896511401680124,
         ],
         [
-            4.0,
+            6.0,
             0.3348654715356565,
             0.2930281717011497,
             0.5355747938156128,
@@ -82,25 +99,25 @@ LOADER_GOLDEN = {
     ],
     "sample": [
         [
-            7.0,
-            0.2988688028137996,
-            0.6239078822589844,
-            0.3701614737510681,
-            0.49437888937660324,
-            0.48690122924925294,
+            3.0,
+            0.3611176120975417,
+            0.530642620375916,
+            0.07040703296661377,
+            0.9612612027602505,
+            0.24851784926836096,
         ],
         [
-            4.0,
-            0.2090070035290753,
-            0.1393725933977238,
-            0.5011702179908752,
-            0.7441788354712852,
-            0.37663749694940485,
+            6.0,
+            0.9003719615636009,
+            0.7483191699923405,
+            0.2273350954055786,
+            0.7564461214706608,
+            0.7020684536373064,
         ],
     ],
     "worker": [
         [
-            7.0,
+            3.0,
             0.2511890109540216,
             0.6360037735418129,
             0.8476377129554749,
@@ -108,7 +125,7 @@ LOADER_GOLDEN = {
             0.4621534398432423,
         ],
         [
-            4.0,
+            6.0,
             0.7909563598533196,
             0.27082316631725367,
             0.35079896450042725,

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# The uninterrupted baseline is module-scoped: one xdist process runs the module (noxfile).
+pytestmark = pytest.mark.xdist_group("kill_resume")
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "resume_after_kill.py"
 STEPS = 40  # 13 batches per epoch: the run spans 4 epochs
 

@@ -17,6 +17,9 @@ import torch
 
 from tests.integration.test_torchrun import EXAMPLE, _reference_draws, final_weights, records
 
+# The uninterrupted baseline is module-scoped: one xdist process runs the module (noxfile).
+pytestmark = pytest.mark.xdist_group("multinode")
+
 STEPS = 15  # 160 samples, 4 ranks x batch 4: 10 steps per epoch, so 1.5 epochs
 COMMON = ("--steps", str(STEPS), "--workers", "0")
 

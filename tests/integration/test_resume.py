@@ -250,6 +250,28 @@ def test_an_iterable_batch_that_raised_loses_no_sample(num_workers: int, scope: 
     ]
 
 
+class _GeneratorBreaksAtSix(torch.utils.data.IterableDataset[int]):
+    """A generator over this worker's share of range(12) that raises at 6, and so ends."""
+
+    def __iter__(self) -> Any:
+        info = torch.utils.data.get_worker_info()
+        first, step = (info.id, info.num_workers) if info is not None else (0, 1)
+        for i in range(first, 12, step):
+            if i == 6:
+                raise ValueError("sample 6 is broken")
+            yield i
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_generator_that_raised_mid_batch_hands_out_what_it_had_pulled(num_workers: int) -> None:
+    # torch's fetcher drops the samples pulled before the raise, and the generator
+    # has ended: they come out as one last, short batch of that worker's.
+    loader = ReproLoader(_GeneratorBreaksAtSix(), batch_size=4, seed=1, num_workers=num_workers)
+    batches, _ = _loop_catching(loader)
+    samples = sorted(i for b in batches for i in b.tolist())
+    assert samples == [0, 1, 2, 3, 4, 5] if num_workers == 0 else [0, 1, 2, 3, 4, 5, 7, 9, 11]
+
+
 @pytest.mark.parametrize(
     ("own_state", "resume"), [(False, "state"), (True, "replay")], ids=["no-state", "replay"]
 )

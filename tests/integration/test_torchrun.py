@@ -20,6 +20,9 @@ import torch
 
 from reproloader import ReproLoader
 
+# The uninterrupted baseline is module-scoped: one xdist process runs the module (noxfile).
+pytestmark = pytest.mark.xdist_group("torchrun")
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ddp_resume.py"
 STEPS = 30  # 160 samples, 2 ranks x batch 4: 20 steps per epoch, so 1.5 epochs
 

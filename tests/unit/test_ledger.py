@@ -347,10 +347,6 @@ def build_loader() -> ReproLoader[Any]:
     return ReproLoader(Noisy(), batch_size=4, shuffle=True, seed=0)
 
 
-@pytest.mark.skipif(
-    not hasattr(ReproLoader, "batch_at"),
-    reason="ReproLoader.batch_at (issue 25, points 1-2) is on another branch; un-skip when merged",
-)
 def test_batch_command_writes_the_batch_the_run_had(base: Path, tmp_path: Path) -> None:
     out = tmp_path / "b.pt"
     target = f"{__name__}:build_loader"

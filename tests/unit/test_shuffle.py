@@ -1,4 +1,5 @@
-"""The keyed shuffle bijection: a permutation, well spread, and O(batch) to evaluate."""
+"""The shuffle: the keyed bijection (a permutation, well spread, O(batch) to evaluate) and
+the exact order of small datasets."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from hypothesis import strategies as st
 from torch.utils.data import Dataset
 
 from reproloader import ReproLoader, SeededRandomSampler
-from reproloader._runtime.shuffle import BLOCK, MAX_N, EpochOrders, Shuffle, permuted, round_keys
+from reproloader._runtime.shuffle import (
+    BLOCK,
+    EXACT_MAX,
+    MAX_N,
+    EpochOrders,
+    Shuffle,
+    exact_order,
+    permuted,
+    round_keys,
+)
 from reproloader.seeding import Purpose, SeedTree
 
 PRIMES = [3, 5, 7, 11, 13, 97, 101, 127, 257, 509, 1009, 2039, 4093]
@@ -82,9 +92,14 @@ def test_epochs_and_seeds_give_different_orders(n: int, seed: int, epoch: int) -
 
 
 def test_order_is_a_pure_function_of_seed_epoch_and_n() -> None:
-    assert order(1000, 7, 3).tolist() == order(1000, 7, 3).tolist()
-    assert order(1000, 7, 3).tolist() == SeedTree(7).permutation(3, 1000).tolist()
-    assert order(1000, 7, 3).tolist() != order(1001, 7, 3)[:1000].tolist()
+    n = EXACT_MAX + 100  # the Feistel's
+    assert order(n, 7, 3).tolist() == order(n, 7, 3).tolist()
+    assert order(n, 7, 3).tolist() == SeedTree(7).permutation(3, n).tolist()
+    assert order(n, 7, 3).tolist() != order(n + 1, 7, 3)[:n].tolist()
+    small = SeedTree(7).permutation(3, 1000).tolist()  # an exact order
+    assert small == exact_order(SeedTree(7).node(Purpose.SHUFFLE, 3), 1000).tolist()
+    assert small == SeededRandomSampler(range(1000), seed=7).permutation(3).tolist()
+    assert small != SeedTree(7).permutation(3, 1001)[:1000].tolist()
 
 
 @settings(max_examples=50, deadline=None)
@@ -129,7 +144,7 @@ def test_epoch_orders_keep_the_last_epoch_and_pickle_without_blocks() -> None:
     first = orders.get(2, 100)
     assert orders.get(2, 100) is first
     assert orders.get(3, 100) is not first
-    assert orders.get(3, 100).indices(0, 100).tolist() == order(100, 3, 3).tolist()
+    assert orders.get(3, 100).indices(0, 100).tolist() == SeedTree(3).permutation(3, 100).tolist()
     sampler = SeededRandomSampler(range(100), seed=3)
     sampler.indices(0, 0, 10)
     copy = pickle.loads(pickle.dumps(sampler))
