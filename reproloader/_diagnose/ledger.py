@@ -413,6 +413,13 @@ def diff_ledgers(a: str | Path, b: str | Path) -> LedgerDiff:
                 f"content digests made with {name} {first_a.get(name)!r} vs "
                 f"{first_b.get(name)!r}: only the indices are compared"
             )
+    if values and first_a.get("content") == "sampled":
+        # Nothing silent: "same" then means the same on the bytes the digest read.
+        notes.append(
+            "content digests are sampled (Ledger content='sampled'): a tensor over 1 MiB is "
+            "compared on a sample of its bytes; record with Ledger(dir, content='full') to "
+            "compare every byte"
+        )
     divergences = []
     compared = 0
     for rank in common:
