@@ -30,7 +30,7 @@ from reproloader.exceptions import StateError, StateMismatchError
 from reproloader.loader import ReproLoader
 
 try:
-    from transformers import Trainer
+    from transformers import Trainer, TrainerState
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 except ModuleNotFoundError as missing:  # pragma: no cover - the integration session has it
     raise ModuleNotFoundError(
@@ -87,7 +87,7 @@ class ReproTrainer(Trainer):  # type: ignore[misc]  # transformers is not type-c
         self.loader_config = loader_config
         self.repro_loader: ReproLoader[Any] | None = None
         self._resume_from: str | None = None  # the checkpoint folder of the running train()
-        self._resumed_at: tuple[int, int] | None = None  # (epoch, position) loaded from it
+        self._resumed_at: tuple[int, int, bool] | None = None  # (epoch, position, finished)
 
     def train(
         self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any
@@ -147,20 +147,34 @@ class ReproTrainer(Trainer):  # type: ignore[misc]  # transformers is not type-c
         self.repro_loader = loader
         return loader  # type: ignore[no-any-return]  # prepared is loader
 
+    def set_initial_training_values(self, args: Any, dataloader: Any) -> Any:
+        """``Trainer.set_initial_training_values``; checks a resumed loader against the Trainer.
+
+        The Trainer resumes at ``global_step // steps_per_epoch`` epochs plus
+        ``global_step % steps_per_epoch`` times ``gradient_accumulation_steps`` batches;
+        the loader's state must be there.
+        """
+        values = super().set_initial_training_values(args, dataloader)
+        loader, resumed, checkpoint = self.repro_loader, self._resumed_at, self._resume_from
+        if loader is not None and dataloader is loader and resumed and checkpoint:
+            try:
+                epoch_length = len(loader)
+            except TypeError:  # an iterable dataset without __len__
+                epoch_length = -1
+            _check_resumed_position(
+                checkpoint,
+                resumed,
+                steps_per_epoch=values[1],
+                accumulation=args.gradient_accumulation_steps,
+                epoch_length=epoch_length,
+            )
+        return values
+
     def get_resumed_dataloader(self, dataloader: Any, num_batches: int) -> Any:
         """The rest of the resumed epoch: the loader, at the saved batch (no skipping)."""
         if dataloader is not self.repro_loader or self._resumed_at is None:
             return super().get_resumed_dataloader(dataloader, num_batches)
-        epoch, position = self._resumed_at
-        if position != num_batches:
-            raise StateMismatchError(
-                f"cannot resume from {self._resume_from}: its {LOADER_STATE_NAME} is after "
-                f"{position} batches of epoch {epoch}, the Trainer's state after {num_batches} "
-                "batches of the epoch; the two files come from different checkpoints: "
-                "resume from a checkpoint folder ReproTrainer wrote whole",
-                {"position": (position, num_batches)},
-            )
-        return _RestOfEpoch(self.repro_loader, epoch)
+        return _RestOfEpoch(self.repro_loader, self._resumed_at[0])
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         # Before the Trainer's own files: a checkpoint folder that has a
@@ -202,7 +216,35 @@ class ReproTrainer(Trainer):  # type: ignore[misc]  # transformers is not type-c
             )
         loader.load_state_dict(load_checkpoint(path))
         state = loader.state_dict()  # this rank's part, as loaded
-        self._resumed_at = (state["epoch"], state["position"])
+        self._resumed_at = (state["epoch"], state["position"], state["finished"])
+
+
+def _check_resumed_position(
+    checkpoint: str,
+    resumed: tuple[int, int, bool],
+    *,
+    steps_per_epoch: int,
+    accumulation: int,
+    epoch_length: int,
+) -> None:
+    """Refuse a loader state that is not where the checkpoint's Trainer state resumes."""
+    saved = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    epoch, steps = divmod(saved.global_step, steps_per_epoch)
+    batches = steps * accumulation
+    loaded_epoch, position, finished = resumed
+    if (loaded_epoch, position) == (epoch, batches):
+        return
+    at_end = finished or position == epoch_length
+    if batches == 0 and loaded_epoch == epoch - 1 and at_end:  # the end of the epoch before
+        return
+    raise StateMismatchError(
+        f"cannot resume from {checkpoint}: its {LOADER_STATE_NAME} is after "
+        f"{position} batches of epoch {loaded_epoch}, its trainer_state.json (global step "
+        f"{saved.global_step}) after {batches} batches of epoch {epoch}; the two files "
+        "come from different checkpoints: resume from a checkpoint folder ReproTrainer "
+        "wrote whole",
+        {"epoch": (loaded_epoch, epoch), "position": (position, batches)},
+    )
 
 
 class _RestOfEpoch:
