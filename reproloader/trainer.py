@@ -44,6 +44,18 @@ __all__ = ["LOADER_STATE_NAME", "ReproTrainer"]
 LOADER_STATE_NAME: Final = "reproloader_state.pt"
 """The file in each checkpoint folder that holds the training loader's state."""
 
+_TRAINER_INTERNALS: Final = {
+    "_save_checkpoint": "(model, trial): writes one checkpoint folder, on every rank",
+    "_get_output_dir": "(trial): the folder checkpoint folders go in",
+    "_train_batch_size": "the per-process batch size the Trainer's own loader uses",
+    "_remove_unused_columns": "(dataset, description): a datasets.Dataset's unused columns",
+    "_get_collator_with_removed_columns": "(collator, description): the same, for others",
+    "set_initial_training_values": "(args, dataloader): [1] is the update steps per epoch",
+    "get_resumed_dataloader": "(dataloader, num_batches): the resumed epoch's loader",
+}
+"""The Trainer's names ReproTrainer relies on beyond its documented hooks, with what for
+(tests/frameworks/test_transformers.py checks each against the installed release)."""
+
 if not hasattr(Trainer, "get_resumed_dataloader"):  # pragma: no cover - version guard
     import transformers
 

@@ -7,6 +7,7 @@ every micro-batch's exact loss and tokens. Each straight run is made once per mo
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -121,6 +122,24 @@ def test_killed_mid_epoch_and_resumed_trains_as_the_straight_run(
     final, reference_final = weights(tmp_path / config), weights(straight[processes] / reference)
     assert final.keys() == reference_final.keys()
     assert all(torch.equal(final[k], reference_final[k]) for k in final)
+
+
+def test_the_trainer_internals_relied_on_are_there() -> None:
+    trainer = transformers.Trainer
+    missing = [name for name in trainer_module._TRAINER_INTERNALS if not hasattr(trainer, name)]
+    missing.remove("_train_batch_size")  # an instance attribute, set in __init__
+    assert not missing, f"transformers {transformers.__version__} moved {missing}"
+    expected = {
+        "_save_checkpoint": ["self", "model", "trial"],
+        "_get_output_dir": ["self", "trial"],
+        "_remove_unused_columns": ["self", "dataset", "description"],
+        "_get_collator_with_removed_columns": ["self", "data_collator", "description"],
+        "set_initial_training_values": ["self", "args", "dataloader"],
+        "get_resumed_dataloader": ["self", "dataloader", "num_batches"],
+    }
+    for name, parameters in expected.items():
+        signature = inspect.signature(getattr(trainer, name))
+        assert list(signature.parameters) == parameters, (name, signature)
 
 
 # -- in this process: what a checkpoint without, or with a foreign, loader state does --
