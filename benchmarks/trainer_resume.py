@@ -69,6 +69,27 @@ class Stream(IterableDataset[dict[str, torch.Tensor]]):
             yield {"x": x, "labels": x.sum().reshape(1)}
 
 
+class StatefulStream(Stream):
+    """A stream that says where it is: a ReproLoader resumes it without replaying."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.position = 0
+
+    def __iter__(self) -> Any:
+        start, self.position = self.position, 0
+        for i in range(start, self.n):
+            self.position = i + 1
+            x = torch.full((8,), float(i % 97) / 97) + 0.1 * torch.randn(8)
+            yield {"x": x, "labels": x.sum().reshape(1)}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position = state["position"]
+
+
 class Regressor(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -160,13 +181,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     rows = []
     scratch = Path(tempfile.mkdtemp(prefix="trainer_resume_"))
     try:
-        for kind, dataset in (("map-style", Augmented(args.n)), ("iterable", Stream(args.n))):
+        kinds = {
+            "map-style": Augmented,
+            "iterable": Stream,
+            "iterable, state_dict": StatefulStream,
+        }
+        for kind, make in kinds.items():
             for name, base in (("ReproTrainer", ReproTrainer), ("Trainer", Trainer)):
                 directory = scratch / f"{kind}-{name}"
                 common = {"batch": args.batch, "epoch_steps": epoch_steps, "workers": args.workers}
                 _, straight = run(
                     base,
-                    dataset,
+                    make(args.n),
                     directory,
                     saves=saves,
                     stop=max(saves) + args.steps,
@@ -175,7 +201,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 )
                 fresh = [
                     run(
-                        base, dataset, scratch / "fresh", saves=set(), stop=1, resume=None, **common
+                        base,
+                        make(args.n),
+                        scratch / "fresh",
+                        saves=set(),
+                        stop=1,
+                        resume=None,
+                        **common,
                     )[0]
                     for _ in range(args.reps)
                 ]
@@ -190,7 +222,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     for _ in range(args.reps):
                         elapsed, losses = run(
                             base,
-                            dataset,
+                            make(args.n),
                             scratch / "resumed",
                             saves=set(),
                             stop=step + args.steps,
