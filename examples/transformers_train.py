@@ -3,9 +3,9 @@
 Needs transformers 5.25 or later: ``pip install 'reproloader[transformers]'`` (from a
 clone: ``pip install -e '.[transformers]'``).
 
-    python examples/transformers_train.py --dir /tmp/hf                   # 30 steps
+    python examples/transformers_train.py --dir /tmp/hf                   # 20 steps
     python examples/transformers_train.py --dir /tmp/hf2 --stop-after 13  # checkpoint, stop
-    python examples/transformers_train.py --dir /tmp/hf2 --resume         # continue to 30
+    python examples/transformers_train.py --dir /tmp/hf2 --resume         # continue to 20
     python examples/transformers_train.py --compare /tmp/hf /tmp/hf2      # bitwise equal?
     torchrun --standalone --nproc-per-node 2 examples/transformers_train.py --dir /tmp/hf3
 
@@ -48,7 +48,7 @@ class Tokens(Dataset[dict[str, torch.Tensor]]):
     """Token rows; each read replaces two tokens at random (an augmentation)."""
 
     def __len__(self) -> int:
-        return 96
+        return 48
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         ids = (torch.arange(LENGTH) * (i % 7 + 1) + i) % VOCAB
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dir", type=Path)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--stop-after", type=int, help="checkpoint after step N and stop")
     parser.add_argument("--resume", action="store_true", help="resume from DIR's last checkpoint")
     parser.add_argument("--compare", type=Path, nargs=2, metavar="DIR")
