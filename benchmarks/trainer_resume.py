@@ -19,6 +19,7 @@ Needs transformers (``pip install -e '.[transformers]'``); not part of ``nox -s 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -159,6 +160,7 @@ def run(
         model=Regressor(), args=args, train_dataset=dataset, callbacks=[Control(saves, stop)]
     )
     trainer.losses = []
+    gc.collect()  # the last run's garbage: accelerate's free_memory() collects at the start
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     assert trainer.first_step is not None

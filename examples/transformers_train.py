@@ -84,6 +84,7 @@ def train(directory: Path, steps: int, stop_after: int | None, resume: bool) -> 
         report_to="none",
         disable_tqdm=True,
         logging_strategy="no",
+        ddp_find_unused_parameters=False,  # under torchrun: every parameter is used
     )
     hf_set_seed(0)
     model = GPT2LMHeadModel(
