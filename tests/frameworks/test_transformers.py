@@ -228,3 +228,12 @@ def test_a_loader_state_from_another_checkpoint_is_refused(tmp_path: Path) -> No
             "batches of epoch 1; the two files come from different checkpoints: resume from "
             "a checkpoint folder ReproTrainer wrote whole"
         )
+
+
+def test_a_sampling_strategy_of_the_trainer_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^ReproTrainer: train_sampling_strategy is") as raised:
+        _train(trainer_module.ReproTrainer, tmp_path, train_sampling_strategy="group_by_length")
+    assert str(raised.value) == (
+        "ReproTrainer: train_sampling_strategy is 'group_by_length', expected 'random' (the "
+        "ReproLoader orders the data itself); leave train_sampling_strategy at its default"
+    )
