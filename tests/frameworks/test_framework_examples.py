@@ -1,4 +1,4 @@
-"""The Lightning and accelerate examples run, stop, resume and end bitwise equal."""
+"""The Lightning, accelerate and transformers examples run, stop, resume and end bitwise equal."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def run(script: str, *args: str) -> str:
     [
         ("lightning_train.py", "lightning", ["--max-steps", "17"]),
         ("accelerate_train.py", "accelerate", ["--stop-after", "13"]),
+        ("transformers_train.py", "transformers", ["--stop-after", "13"]),
     ],
 )
 def test_example_resumes_to_bitwise_equal_weights(
