@@ -12,7 +12,7 @@ would do by hand:
 3. makes that batch again with ``loader.batch_at`` (no iterating, no workers) and
    names the sample with the largest loss; the ledger says every step that read it;
 4. restarts from the last checkpoint before the spike with ``skip_steps`` over those
-   steps, writing a second ledger;
+   steps, continuing a copy of the ledger;
 5. checks that every batch of the restarted run is bitwise the original's batch at
    the same step, the skipped ones aside (the two ledgers' digests).
 
@@ -27,6 +27,7 @@ the same files (docs/debug-loss-spike.md):
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -169,7 +170,7 @@ def look(
 
 
 def same_batches(a: Path, b: Path, expected: list[int]) -> bool:
-    """Whether ledger ``b`` recorded the steps ``expected``, each with ``a``'s digests."""
+    """Whether ledger ``b`` records the steps ``expected``, each with ``a``'s digests."""
     first, second = read_ledger(a)[0].by_step(), read_ledger(b)[0].by_step()
     return sorted(second) == expected and all(
         first[s]["indices_digest"] == second[s]["indices_digest"]
@@ -221,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. Restart from the last checkpoint before the spike, skipping every step that read it.
     checkpoint = load_checkpoint(original / f"step-{before:04d}.pt")
+    # The restart continues a copy of the run's ledger (as it would continue the ledger
+    # itself in the run's directory): its record reads as one run, the original kept.
+    shutil.copytree(original / "ledger", restarted / "ledger")
     loader = make_loader(args.num_workers, ledger=restarted / "ledger")
     loader.load_state_dict(checkpoint["loader"])
     for step in steps:
@@ -237,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # 5. Every other batch is the original's: the two ledgers' digests, step by step.
-    expected = [s for s in range(before, len(losses)) if s not in steps]
+    expected = [s for s in losses if s not in steps]
     equal = same_batches(original / "ledger", restarted / "ledger", expected)
     print(
         f"5. the restarted run's {len(again)} batches (steps {before}-{len(losses) - 1} but "

@@ -118,7 +118,7 @@ def test_debug_loss_spike_example_finds_the_poisoned_step_and_restarts_skipping_
     assert out.endswith("every check passed\n")
     # The page's CLI step: the batch of step 19, by the ledger, from the example's loader.
     from reproloader.cli import main
-    from reproloader.ledger import read_ledger
+    from reproloader.ledger import diff_ledgers, read_ledger
 
     ledger, saved = tmp_path / "original" / "ledger", tmp_path / "spike.pt"
     args = ["batch", "examples.debug_loss_spike:make_loader", "--no-path", "--ledger", str(ledger)]
@@ -128,3 +128,9 @@ def test_debug_loss_spike_example_finds_the_poisoned_step_and_restarts_skipping_
     assert y[0].item() == 1000.0  # the poisoned label, first in the batch
     assert y[1:].abs().max() < 10
     assert x.shape == (16, 8)
+    # ... and the page's diff: the first difference is the skipped step, the restart having
+    # continued a copy of the run's ledger.
+    diff = diff_ledgers(ledger, tmp_path / "restarted" / "ledger")
+    assert diff.first is not None
+    assert (diff.first.step_a, diff.first.what, diff.first.gap) == (19, "missing in B", "around")
+    assert not diff.changes
