@@ -16,10 +16,10 @@ would do by hand:
 5. checks that every batch of the restarted run is bitwise the original's batch at
    the same step, the skipped ones aside (the two ledgers' digests).
 
-It exits with status 1 if a check fails. The CLI does steps 2 and 3 as well, on
-the same files (docs/debug-loss-spike.md):
+It exits with status 1 if a check fails. The CLI does steps 2, 3 and 5 (the first
+difference) too, on the same files (docs/debug-loss-spike.md):
 
-    reproloader ledger DIR/original/ledger --steps 19
+    reproloader ledger DIR/original/ledger --steps 19 50
     reproloader batch examples.debug_loss_spike:make_loader --ledger DIR/original/ledger --step 19 --out spike.pt
     reproloader diff DIR/original/ledger DIR/restarted/ledger
 """
