@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import ROOT, run_script
 
@@ -100,3 +101,36 @@ def test_inspect_and_skip_example_shows_a_step_and_restarts_skipping_exactly() -
     assert "restarted at step 8, skipping steps 9-13: 7 steps" in out
     assert "every other step is bitwise the original's: True" in out
     assert out.endswith("[[0, 9, 10], [1, 0, 4]]\n")
+
+
+def test_debug_loss_spike_example_finds_the_poisoned_step_and_restarts_skipping_it(
+    tmp_path: Path,
+) -> None:
+    out = run("debug_loss_spike.py", "--num-workers", "2", "--dir", str(tmp_path))
+    assert "loss spikes (over 10 x the median before): steps [19, 50]" in out
+    assert "2. ledger: step 19 is epoch 0, batch 19: samples [300, " in out
+    assert "3. loader.batch_at(0, 19) is bitwise the batch training saw: yes" in out
+    assert "ledger: sample 300 was read at steps [19, 50]" in out
+    assert "4. restarted at step 16 skipping steps [19, 50]: 46 steps" in out
+    assert "no spike: yes" in out
+    assert "(steps 16-63 but [19, 50]) are bitwise the original's: yes" in out
+    assert "[[0, 19, 20], [1, 18, 19]]" in out
+    assert out.endswith("every check passed\n")
+    # The page's CLI step: the batch of step 19, by the ledger, from the example's loader.
+    from reproloader.cli import main
+    from reproloader.ledger import diff_ledgers, read_ledger
+
+    ledger, saved = tmp_path / "original" / "ledger", tmp_path / "spike.pt"
+    args = ["batch", "examples.debug_loss_spike:make_loader", "--no-path", "--ledger", str(ledger)]
+    assert main([*args, "--step", "19", "--out", str(saved)]) == 0
+    x, y = torch.load(saved, weights_only=True)
+    assert read_ledger(ledger)[0].by_step()[19]["indices"][0] == 300
+    assert y[0].item() == 1000.0  # the poisoned label, first in the batch
+    assert y[1:].abs().max() < 10
+    assert x.shape == (16, 8)
+    # ... and the page's diff: the first difference is the skipped step, the restart having
+    # continued a copy of the run's ledger.
+    diff = diff_ledgers(ledger, tmp_path / "restarted" / "ledger")
+    assert diff.first is not None
+    assert (diff.first.step_a, diff.first.what, diff.first.gap) == (19, "missing in B", "around")
+    assert not diff.changes

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import reproloader
 from reproloader import ReproConfig, ReproLoader, SeededRandomSampler, WorkerContext, get_context
+from reproloader.ledger import read_ledger
 
 
 class Squares(Dataset[torch.Tensor]):
@@ -54,3 +55,18 @@ def look_into_a_run(loader: ReproLoader[torch.Tensor]) -> None:
         message: str = str(error)
         del message
     del batch, indices, skipped, where
+
+
+def record_and_compare_runs(directory: str) -> bool:
+    recorded: ReproLoader[torch.Tensor] = ReproLoader(
+        Squares(), batch_size=4, ledger=reproloader.Ledger(directory, content="full")
+    )
+    by_path: ReproLoader[torch.Tensor] = ReproLoader(Squares(), batch_size=4, ledger=directory)
+    ledger: reproloader.Ledger | None = recorded.ledger
+    diff: reproloader.LedgerDiff = reproloader.diff_ledgers(directory, f"{directory}-restarted")
+    if diff.first is not None:
+        print(diff.first.describe(), diff.first.step_a, diff.first.gap)
+    causes: list[str] = [change.cause for change in diff.changes]
+    by_step: dict[int, dict[str, object]] = read_ledger(directory)[0].by_step()
+    del by_path, ledger, causes, by_step
+    return diff.same

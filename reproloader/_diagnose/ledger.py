@@ -297,6 +297,11 @@ class Divergence:
         step_b: in the second.
         what: ``"indices"`` (other samples), ``"values"`` (the same indices, other
             content), ``"missing in A"`` or ``"missing in B"``.
+        gap: where a batch is missing, where the run that lacks it has batches:
+            ``"after"`` (it stops before the batch), ``"before"`` (it starts after:
+            a run started from a later checkpoint), ``"around"`` (it has batches on
+            both sides: skipped with ``skip_batches``/``skip_steps``, or a torn line);
+            None otherwise.
     """
 
     epoch: int
@@ -305,6 +310,7 @@ class Divergence:
     step_a: int | None
     step_b: int | None
     what: str
+    gap: str | None = None
 
     def describe(self) -> str:
         where = f"epoch {self.epoch}, batch {self.batch}, rank {self.rank}"
@@ -315,9 +321,17 @@ class Divergence:
             "indices": "the indices differ: the runs read other samples",
             "values": "the same indices, other values: the samples' content or their "
             "randomness (augmentation) differs",
-            "missing in A": "recorded in B only (A stops before it)",
-            "missing in B": "recorded in A only (B stops before it)",
+            "missing in A": "recorded in B only",
+            "missing in B": "recorded in A only",
         }[self.what]
+        if self.what.startswith("missing"):
+            lacking = self.what[-1]
+            text += {
+                "after": f" ({lacking} stops before it)",
+                "before": f" ({lacking} starts after it: a run started from a later checkpoint)",
+                "around": f" ({lacking} has batches before and after it: skipped with "
+                "skip_batches/skip_steps, or a torn line)",
+            }.get(self.gap or "after", "")
         return f"first difference at {where}{steps}: {text}"
 
 
@@ -352,10 +366,18 @@ class LedgerDiff:
 def _first_difference(
     rank: int, a: Mapping[Key, dict[str, Any]], b: Mapping[Key, dict[str, Any]], *, values: bool
 ) -> Divergence | None:
+    gap = None
     for key in sorted(set(a) | set(b)):
         x, y = a.get(key), b.get(key)
         if x is None or y is None:
             what = "missing in A" if x is None else "missing in B"
+            held = b if x is not None else a  # the batches of the run that lacks it
+            if not held or key > max(held):
+                gap = "after"
+            elif key < min(held):
+                gap = "before"
+            else:
+                gap = "around"
         elif x.get("indices_digest") != y.get("indices_digest"):
             what = "indices"
         elif values and x.get("content_digest") != y.get("content_digest"):
@@ -369,6 +391,7 @@ def _first_difference(
             None if x is None else int(x["step"]),
             None if y is None else int(y["step"]),
             what,
+            gap,
         )
     return None
 

@@ -326,6 +326,44 @@ def test_diff_says_when_only_the_values_differ(base: Path, tmp_path: Path) -> No
     assert "the same indices, other values" in diff.first.describe()
 
 
+@pytest.mark.parametrize(
+    ("dropped", "first", "gap", "words"),
+    [
+        (range(9, 13), (1, 2), "after", "stops before it"),
+        (range(1, 4), (0, 0), "before", "starts after it: a run started from a later checkpoint"),
+        (
+            [5],
+            (0, 4),
+            "around",
+            "has batches before and after it: skipped with skip_batches/skip_steps, or a torn line",
+        ),
+    ],
+)
+def test_diff_says_where_the_run_that_lacks_a_batch_has_batches(
+    base: Path,
+    tmp_path: Path,
+    dropped: list[int] | range,
+    first: tuple[int, int],
+    gap: str,
+    words: str,
+) -> None:
+    written = [w for n, w in enumerate(lines(base)) if n not in dropped]  # line 0: the header
+    (tmp_path / "rank-00000.jsonl").write_text("".join(json.dumps(w) + "\n" for w in written))
+    for a, b, what, lacking in (
+        (base, tmp_path, "missing in B", "B"),
+        (tmp_path, base, "missing in A", "A"),
+    ):
+        diff = diff_ledgers(a, b)
+        assert diff.first is not None
+        assert ((diff.first.epoch, diff.first.batch), diff.first.what, diff.first.gap) == (
+            first,
+            what,
+            gap,
+        )
+        other = "B" if lacking == "A" else "A"
+        assert diff.first.describe().endswith(f": recorded in {other} only ({lacking} {words})")
+
+
 def test_ledger_command_prints_the_indices_of_steps(
     base: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
