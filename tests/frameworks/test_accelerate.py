@@ -10,9 +10,6 @@ from typing import Any
 
 import pytest
 
-# The uninterrupted baseline is module-scoped: one xdist process runs the module (noxfile).
-pytestmark = pytest.mark.xdist_group("accelerate")
-
 pytest.importorskip("accelerate")
 
 SCRIPT = Path(__file__).with_name("_accelerate_run.py")
@@ -46,7 +43,15 @@ def records(out: Path, phase: str, rank: int) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["one process", "two processes"])
+# Each reference run is module-scoped: the tests of one process count run on one xdist
+# process (noxfile: --dist loadgroup), so it runs once, and the two counts in parallel.
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(n, id=name, marks=pytest.mark.xdist_group(f"accelerate-{n}"))
+        for n, name in ((1, "one process"), (2, "two processes"))
+    ],
+)
 def reference(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[int, Path]:

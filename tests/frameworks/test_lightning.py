@@ -12,9 +12,6 @@ pytest.importorskip("lightning")
 
 from tests.helpers import run_script
 
-# The uninterrupted baseline is module-scoped: one xdist process runs the module (noxfile).
-pytestmark = pytest.mark.xdist_group("lightning")
-
 SCRIPT = Path(__file__).with_name("_lightning_run.py")
 
 
@@ -31,7 +28,15 @@ def steps(rows: list[dict[str, Any]]) -> dict[tuple[int, int], tuple[list[int], 
     return {(r["epoch"], r["index"]): (r["ids"], r["values"]) for r in rows}
 
 
-@pytest.fixture(scope="module", params=["single", "ddp", "ddp-shard"])
+# Each mode's reference run is module-scoped: the tests of one mode run on one xdist
+# process (noxfile: --dist loadgroup), so it runs once, and the three modes in parallel.
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(m, marks=pytest.mark.xdist_group(f"lightning-{m}"))
+        for m in ("single", "ddp", "ddp-shard")
+    ],
+)
 def mode(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, Path, int]:

@@ -92,6 +92,7 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
         (2, "iterable-w0", "iterable-w0"),
     ],
 )
+@pytest.mark.xdist_group("transformers_straight")  # the straight runs are made once
 def test_killed_mid_epoch_and_resumed_trains_as_the_straight_run(
     straight: dict[int, Path], processes: int, config: str, reference: str, tmp_path: Path
 ) -> None:

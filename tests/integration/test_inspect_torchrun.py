@@ -34,7 +34,11 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     return [json.loads((directory / f"rank{r}.json").read_text()) for r in range(2)]
 
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="no torch.distributed")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available(), reason="no torch.distributed"),
+    # One torchrun launch (module-scoped) serves every test: one xdist process runs them.
+    pytest.mark.xdist_group("inspect_torchrun"),
+]
 
 
 @pytest.mark.parametrize("scope", ["batch", "sample"])

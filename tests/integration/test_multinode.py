@@ -17,8 +17,9 @@ import torch
 
 from tests.integration.test_torchrun import EXAMPLE, _reference_draws, final_weights, records
 
-# The uninterrupted baseline is module-scoped: one xdist process runs the module (noxfile).
-pytestmark = pytest.mark.xdist_group("multinode")
+# The tests that share the module-scoped uninterrupted baseline run on one xdist process
+# (noxfile: --dist loadgroup), so it runs once; the others go wherever a process is free.
+SHARES_BASELINE = pytest.mark.xdist_group("multinode")
 
 STEPS = 15  # 160 samples, 4 ranks x batch 4: 10 steps per epoch, so 1.5 epochs
 COMMON = ("--steps", str(STEPS), "--workers", "0")
@@ -99,6 +100,7 @@ def assert_equal_weights(
             assert torch.equal(resumed[name], tensor), f"rank {rank}: {name} differs ({what})"
 
 
+@SHARES_BASELINE
 def test_two_nodes_one_killed_mid_epoch_resume_bitwise_equal(
     uninterrupted: list[dict[str, torch.Tensor]], tmp_path: Path
 ) -> None:
@@ -137,6 +139,7 @@ def test_elastic_four_to_two_processes_covers_every_remaining_sample_once(
     assert {int(index): value for _, index, value in rows} == _reference_draws()
 
 
+@SHARES_BASELINE
 def test_torchrun_restarts_the_group_and_the_script_resumes_by_itself(
     uninterrupted: list[dict[str, torch.Tensor]], tmp_path: Path
 ) -> None:

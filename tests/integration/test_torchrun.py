@@ -20,8 +20,9 @@ import torch
 
 from reproloader import ReproLoader
 
-# The uninterrupted baseline is module-scoped: one xdist process runs the module (noxfile).
-pytestmark = pytest.mark.xdist_group("torchrun")
+# The tests that share the module-scoped uninterrupted baseline run on one xdist process
+# (noxfile: --dist loadgroup), so it runs once; the others go wherever a process is free.
+SHARES_BASELINE = pytest.mark.xdist_group("torchrun")
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ddp_resume.py"
 STEPS = 30  # 160 samples, 2 ranks x batch 4: 20 steps per epoch, so 1.5 epochs
@@ -76,6 +77,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, to
     return final_weights(directory, 2)
 
 
+@SHARES_BASELINE
 @pytest.mark.parametrize("checkpoint", ["torch", "dcp"])
 def test_sigkill_mid_epoch_then_resume_gives_bitwise_equal_weights_on_every_rank(
     checkpoint: str, uninterrupted: list[dict[str, torch.Tensor]], tmp_path: Path
