@@ -43,10 +43,13 @@ def records(out: Path, phase: str, rank: int) -> list[dict[str, Any]]:
     ]
 
 
-# Each reference run is module-scoped: the tests of one process count run on one xdist
-# process (noxfile: --dist loadgroup), so it runs once, and the two counts in parallel.
+# Each reference run is made once per process (a module-scoped fixture would be made
+# again whenever an xdist process runs another module's test in between); the tests of
+# one process count run on one xdist process (noxfile: --dist loadgroup), in parallel.
+_REFERENCES: dict[int, Path] = {}
+
+
 @pytest.fixture(
-    scope="module",
     params=[
         pytest.param(n, id=name, marks=pytest.mark.xdist_group(f"accelerate-{n}"))
         for n, name in ((1, "one process"), (2, "two processes"))
@@ -55,9 +58,11 @@ def records(out: Path, phase: str, rank: int) -> list[dict[str, Any]]:
 def reference(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[int, Path]:
-    out = tmp_path_factory.mktemp(f"accelerate{request.param}")
-    run(request.param, "ref", out)
-    return request.param, out
+    if request.param not in _REFERENCES:
+        out = tmp_path_factory.mktemp(f"accelerate{request.param}")
+        run(request.param, "ref", out)
+        _REFERENCES[request.param] = out
+    return request.param, _REFERENCES[request.param]
 
 
 def test_batches_repeat_and_epochs_count(reference: tuple[int, Path], tmp_path: Path) -> None:

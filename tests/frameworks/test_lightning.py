@@ -28,10 +28,13 @@ def steps(rows: list[dict[str, Any]]) -> dict[tuple[int, int], tuple[list[int], 
     return {(r["epoch"], r["index"]): (r["ids"], r["values"]) for r in rows}
 
 
-# Each mode's reference run is module-scoped: the tests of one mode run on one xdist
-# process (noxfile: --dist loadgroup), so it runs once, and the three modes in parallel.
+# Each mode's reference run is made once per process (a module-scoped fixture would be
+# made again whenever an xdist process runs another module's test in between); the tests
+# of one mode run on one xdist process (noxfile: --dist loadgroup), the modes in parallel.
+_REFERENCES: dict[str, Path] = {}
+
+
 @pytest.fixture(
-    scope="module",
     params=[
         pytest.param(m, marks=pytest.mark.xdist_group(f"lightning-{m}"))
         for m in ("single", "ddp", "ddp-shard")
@@ -40,9 +43,11 @@ def steps(rows: list[dict[str, Any]]) -> dict[tuple[int, int], tuple[list[int], 
 def mode(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, Path, int]:
-    out = tmp_path_factory.mktemp(request.param)
-    run(request.param, "ref", out)
-    return request.param, out, 1 if request.param == "single" else 2
+    if request.param not in _REFERENCES:
+        out = tmp_path_factory.mktemp(request.param)
+        run(request.param, "ref", out)
+        _REFERENCES[request.param] = out
+    return request.param, _REFERENCES[request.param], 1 if request.param == "single" else 2
 
 
 def test_batches_repeat_and_the_epoch_counter_follows_the_trainer(

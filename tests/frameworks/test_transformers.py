@@ -70,7 +70,7 @@ def weights(directory: Path) -> dict[str, torch.Tensor]:
     return torch.load(directory / "final.pt", weights_only=True)  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not torn down when xdist interleaves other modules
 def straight(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     """The uninterrupted runs, one launch per process count: {processes: out}."""
     runs = {1: ("map-w0", "iterable-w2"), 2: ("map-w2", "iterable-w0")}
@@ -183,7 +183,7 @@ def _train(cls: Any, directory: Path, resume: str | None = None, **options: Any)
     return trainer
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not torn down when xdist interleaves other modules
 def plain_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Checkpoints 2, 4, 6 written by a plain Trainer (no loader state)."""
     directory = tmp_path_factory.mktemp("plain")

@@ -14,7 +14,7 @@ import torch.distributed as dist
 SCRIPT = Path(__file__).with_name("_inspect_run.py")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not torn down when xdist interleaves other modules
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     directory = tmp_path_factory.mktemp("inspect_torchrun")
     command = [

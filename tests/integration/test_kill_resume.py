@@ -47,7 +47,7 @@ def weights(directory: Path) -> dict[str, torch.Tensor]:
     return torch.load(directory / "final.pt", weights_only=True)  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not torn down when xdist interleaves other modules
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
     directory = tmp_path_factory.mktemp("uninterrupted")
     result = train(directory)

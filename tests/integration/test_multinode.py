@@ -82,7 +82,7 @@ def standalone(
     return run([*command, "--dir", str(directory), *COMMON, *args])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not torn down when xdist interleaves other modules
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, torch.Tensor]]:
     """Final weights of an uninterrupted 4-process run, one node."""
     directory = tmp_path_factory.mktemp("four_uninterrupted")

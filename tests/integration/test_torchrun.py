@@ -70,7 +70,7 @@ def final_weights(directory: Path, nproc: int) -> list[dict[str, torch.Tensor]]:
     return [torch.load(directory / f"final_rank{r}.pt", weights_only=True) for r in range(nproc)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not torn down when xdist interleaves other modules
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, torch.Tensor]]:
     directory = tmp_path_factory.mktemp("ddp_uninterrupted")
     torchrun(2, directory)
