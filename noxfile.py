@@ -149,8 +149,9 @@ MUTATION_TARGETS = {
     "cursor": "reproloader/_runtime/cursor.py",
     "state": "reproloader/state.py",
 }
-# Fast tests only: mutmut runs, for each mutant, those of them that reach its function.
-MUTATION_TESTS = ("tests/unit", "tests/golden")
+# Fast tests only (tests/compat: the stored states every check of state.py meets); mutmut
+# runs, for each mutant, those of them that reach its function.
+MUTATION_TESTS = ("tests/unit", "tests/golden", "tests/compat")
 
 
 @nox.session
