@@ -26,6 +26,19 @@ def run_script(path: Path, *args: str, timeout: float = 300) -> str:
     return result.stdout
 
 
+def launcher(processes: int) -> list[str]:
+    """The command that starts a script: python alone for one process, else torchrun (gloo, standalone)."""
+    if processes == 1:
+        return [sys.executable]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+    ]
+
+
 def same_state(a: Any, b: Any) -> bool:
     """Equality of two states, tensors compared by dtype and value (``==`` on them raises)."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):

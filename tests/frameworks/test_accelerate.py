@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import launcher
 
 pytest.importorskip("accelerate")
 
@@ -16,19 +17,8 @@ SCRIPT = Path(__file__).with_name("_accelerate_run.py")
 
 
 def run(processes: int, phase: str, out: Path) -> None:
-    launcher = (
-        [sys.executable]
-        if processes == 1
-        else [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={processes}",
-        ]
-    )
     result = subprocess.run(
-        [*launcher, str(SCRIPT), phase, str(out)],
+        [*launcher(processes), str(SCRIPT), phase, str(out)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 import torch
 
 from reproloader.exceptions import StateError, StateMismatchError
+from tests.helpers import launcher
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # transformers' import-time notices are not ours
@@ -35,23 +35,12 @@ KILL_AFTER = 8  # the runner's: checkpoint-8 is the last one before the kill (mi
 def launch(
     processes: int, out: Path, phase: str, *configs: str
 ) -> subprocess.CompletedProcess[str]:
-    launcher = (
-        [sys.executable]
-        if processes == 1
-        else [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={processes}",
-        ]
-    )
     # stdout to a file: after a kill, orphaned workers hold no pipe of ours.
     log = out / f"{phase}-{'-'.join(configs)}.log"
     out.mkdir(parents=True, exist_ok=True)
     with log.open("w") as sink:
         result = subprocess.run(
-            [*launcher, str(SCRIPT), str(out), phase, *configs],
+            [*launcher(processes), str(SCRIPT), str(out), phase, *configs],
             stdout=sink,
             stderr=subprocess.STDOUT,
             timeout=300,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import launcher
 
 SCRIPT = Path(__file__).with_name("_gather_run.py")
 
@@ -20,11 +21,7 @@ def test_a_gathered_state_saved_by_rank_0_resumes_every_rank_exactly(
     tmp_path: Path, kind: str, checkpoint: str
 ) -> None:
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node=2",
+        *launcher(2),
         str(SCRIPT),
         "--dir",
         str(tmp_path),

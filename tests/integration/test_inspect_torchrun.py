@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch.distributed as dist
+
+from tests.helpers import launcher
 
 SCRIPT = Path(__file__).with_name("_inspect_run.py")
 
@@ -18,11 +19,7 @@ SCRIPT = Path(__file__).with_name("_inspect_run.py")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     directory = tmp_path_factory.mktemp("inspect_torchrun")
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node=2",
+        *launcher(2),
         str(SCRIPT),
         "--dir",
         str(directory),
