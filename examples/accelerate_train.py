@@ -17,6 +17,7 @@ rebuild), and ``save_state``/``load_state`` carry its position. It shards itself
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,18 @@ class Progress:
 
 def train(directory: Path, steps: int, stop_after: int | None, resume: bool) -> None:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    try:
+        run(accelerator, directory, steps, stop_after, resume)
+    finally:
+        # DDP holds the process group in reference cycles; left to interpreter shutdown,
+        # gloo's threads can abort the process as it exits. Free them, end the group.
+        gc.collect()
+        accelerator.end_training()
+
+
+def run(
+    accelerator: Accelerator, directory: Path, steps: int, stop_after: int | None, resume: bool
+) -> None:
     torch.manual_seed(0)  # the same initial weights on every process
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)

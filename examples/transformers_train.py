@@ -19,6 +19,7 @@ over several epochs of token rows with random augmentation, loaded by 2 workers.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import warnings
@@ -136,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore", module="transformers")
     train(args.dir, args.steps, args.stop_after, args.resume)
+    if torch.distributed.is_initialized():  # under torchrun
+        # The Trainer's DDP wrapper holds the process group in reference cycles; left to
+        # interpreter shutdown, gloo's threads can abort the process as it exits
+        # ("terminate called without an active exception"). Free them, then end the group.
+        gc.collect()
+        torch.distributed.destroy_process_group()
     return 0
 
 

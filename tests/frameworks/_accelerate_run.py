@@ -8,6 +8,7 @@ PHASE: ref | stop_mid / resume_mid (save_state after step 7) | stop_end / resume
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -47,8 +48,18 @@ class Progress:
 
 
 def main() -> None:
-    os.makedirs(OUT, exist_ok=True)
     accelerator = Accelerator(cpu=True)
+    try:
+        run(accelerator)
+    finally:
+        # DDP holds the process group in reference cycles; left to interpreter shutdown,
+        # gloo's threads can abort the process as it exits. Free them, end the group.
+        gc.collect()
+        accelerator.end_training()
+
+
+def run(accelerator: Accelerator) -> None:
+    os.makedirs(OUT, exist_ok=True)
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     loader = ReproLoader(Noisy(), batch_size=4, shuffle=True, shard=True, num_workers=2, seed=7)
