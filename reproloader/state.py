@@ -209,9 +209,9 @@ def _int(value: object, path: str, low: int = 0, high: int | None = None) -> int
     return value
 
 
-def _optional_int(value: object, path: str, low: int = 0, high: int | None = None) -> None:
+def _optional_int(value: object, path: str, low: int = 0) -> None:
     if value is not None:
-        _int(value, path, low, high)
+        _int(value, path, low)
 
 
 def _bool(value: object, path: str) -> bool:

@@ -86,8 +86,7 @@ class PassCursor:
         "_epoch",
         "_loaded_end",
         "_offset",
-        "_resume_at",
-        "_resume_state",
+        "_resume",
         "_serial",
         "_skip",
         "_skips",
@@ -104,8 +103,8 @@ class PassCursor:
         self._offset = 0  # with sharding, the global sample offset it starts at
         self._loaded_end: int | None = None  # position of a finished pass that was restored
         self._skip: frozenset[int] = frozenset()  # positions after _start handed out already
-        self._resume_state: WorkersState | None = None  # worker state for the next iterator
-        self._resume_at = (0, 0)  # (position, offset) of that worker state
+        # A mid-pass worker state for the next iterator, with its (position, offset).
+        self._resume: tuple[WorkersState, int, int | None] | None = None
         # A restored pass end's worker part: persistent workers' copies of the dataset,
         # which the next iterator's new workers take over (set_epoch keeps them: the
         # workers of the uninterrupted run kept theirs whatever epoch came next).
@@ -150,7 +149,7 @@ class PassCursor:
         self._start = 0
         self._offset = 0
         self._loaded_end = None
-        self._resume_state = None
+        self._resume = None
         self._skip = frozenset()
 
     def begin_pass(self, rank: int, world_size: int) -> Pass:
@@ -190,8 +189,8 @@ class PassCursor:
 
     def take_resume_workers(self) -> WorkersState | None:
         """The workers' state that the next iterator resumes from (once), or None."""
-        workers, self._resume_state = self._resume_state, None
-        return workers
+        resume, self._resume = self._resume, None
+        return None if resume is None else resume[0]
 
     @property
     def restored_end_without_copies(self) -> bool:
@@ -248,11 +247,11 @@ class PassCursor:
         done: list[int] = []
         if not self._started:  # nothing iterated since set_epoch or a mid-epoch restore
             epoch, serial, position, finished = self._epoch, self._serial, self._start, False
-            workers = self._resume_state or self._copies
+            workers = self._copies
             offset = self._offset
             done = sorted(self._skip)
-            if workers is not None:  # the iterator will restore where the state was
-                position, offset = self._resume_at
+            if self._resume is not None:  # the iterator will restore where the state was
+                workers, position, offset = self._resume
         elif self._loaded_end is not None:  # a finished pass was restored, nothing since
             epoch, serial, position, finished = (
                 self._epoch,
@@ -409,8 +408,7 @@ class PassCursor:
             if workers is not None and not copies:
                 # The iterator restores positions and worker states; the unit sampler
                 # skips the units before the position without loading them.
-                self._resume_state = workers
-                self._resume_at = (saved["position"], saved["offset"] or 0)
+                self._resume = (workers, saved["position"], saved["offset"])
             else:
                 self._start = saved["position"]
                 self._offset = saved["offset"] or 0

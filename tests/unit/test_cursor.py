@@ -557,3 +557,270 @@ def test_worker_state_is_needed_from_the_first_batch_on() -> None:
     resumed = PassCursor()
     resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=True)
     assert resumed.take_resume_workers() == workers_part(1)
+
+
+# Persistent workers' copies of a dataset with its own state: a state taken outside a
+# pass's batches (before its first, or at its end) carries them in its worker part.
+WORKERS_2 = {**IDENTITY, "num_workers": 2}
+
+
+def _copies_state(position: int, finished: bool = False) -> dict[str, Any]:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    part = workers_part(position, processes=2)
+    part["ended"] = finished
+    return {**snapshot(cursor, position, finished, identity=WORKERS_2), "workers": part}
+
+
+@pytest.mark.parametrize(("position", "finished"), [(0, False), (10, True)])
+def test_a_state_with_workers_copies_hands_them_to_the_next_iterator_once(
+    position: int, finished: bool
+) -> None:
+    state = _copies_state(position, finished)
+    resumed = PassCursor()
+    resumed.restore(state, WORKERS_2, elastic=False, workers_hold_state=True, keeps_copies=True)
+    assert snapshot(resumed, workers_hold_state=True, identity=WORKERS_2) == state
+    assert resumed.take_resume_workers() is None  # no mid-pass worker state to resume
+    assert resumed.take_copies() == state["workers"]
+    assert resumed.take_copies() is None
+    assert resumed.begin_pass(0, 1).epoch == (1 if finished else 0)
+
+
+@pytest.mark.parametrize(("position", "finished"), [(0, False), (10, True)])
+def test_workers_copies_are_refused_where_this_loaders_workers_would_not_keep_them(
+    position: int, finished: bool
+) -> None:
+    with pytest.raises(StateMismatchError) as info:
+        PassCursor().restore(
+            _copies_state(position, finished), WORKERS_2, elastic=False, workers_hold_state=True
+        )
+    assert str(info.value) == (
+        "cannot resume: the state was taken outside an epoch's batches with persistent "
+        "workers and carries each worker's copy of the dataset's own state, which this "
+        "loader's workers would not keep (they start every epoch from fresh copies); resume "
+        "with persistent_workers=True, the same num_workers and the same dataset"
+    )
+    assert info.value.mismatches == {
+        "persistent workers keeping the dataset's state": (True, False)
+    }
+
+
+def test_a_state_made_with_its_iterator_before_its_first_batch_resumes_its_workers() -> None:
+    # num_workers=0, position 0: the worker part holds the user's iterator, made with
+    # the loader's iterator; it is resumed from (not a copy kept across passes).
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    state = {**snapshot(cursor, 0), "workers": workers_part(0)}
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=True)
+    assert resumed.take_copies() is None
+    assert resumed.take_resume_workers() == workers_part(0)
+
+
+def test_a_mid_pass_worker_state_is_resumed_from_and_never_kept_as_copies() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    part = workers_part(3, processes=2)
+    state = snapshot(
+        cursor, 3, workers_hold_state=True, worker_state=lambda: part, identity=WORKERS_2
+    )
+    resumed = PassCursor()
+    resumed.restore(state, WORKERS_2, elastic=False, workers_hold_state=True, keeps_copies=True)
+    assert resumed.take_copies() is None
+    assert resumed.take_resume_workers() == part
+
+
+def test_a_restore_forgets_the_worker_state_of_an_earlier_restore() -> None:
+    # A position-0 state with copies restored after a mid-pass one: its snapshot is
+    # itself, not the earlier state's position.
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    mid = snapshot(
+        cursor,
+        3,
+        workers_hold_state=True,
+        worker_state=lambda: workers_part(3, processes=2),
+        identity=WORKERS_2,
+    )
+    start = _copies_state(0)
+    resumed = PassCursor()
+    resumed.restore(mid, WORKERS_2, elastic=False, workers_hold_state=True, keeps_copies=True)
+    resumed.restore(start, WORKERS_2, elastic=False, workers_hold_state=True, keeps_copies=True)
+    assert snapshot(resumed, workers_hold_state=True, identity=WORKERS_2) == start
+    assert resumed.take_resume_workers() is None
+
+
+def test_a_restored_sharded_worker_state_snapshots_its_offset() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 2)
+    state = snapshot(
+        cursor,
+        3,
+        workers_hold_state=True,
+        worker_state=lambda: workers_part(3),
+        offset_after=lambda p, n: p.offset + 20 * n,
+    )
+    assert state["offset"] == 60
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=True, workers_hold_state=True)
+    assert snapshot(resumed, workers_hold_state=True, offset_after=_never) == state
+
+
+def test_a_dataset_state_is_refused_where_it_does_not_belong() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    plain = {**snapshot(cursor, 3), "dataset": {"i": 1}}
+    with_workers = {**plain, "workers": workers_part(3)}
+    cases = [
+        (plain, False, False, "None (this dataset has no state_dict)"),
+        (with_workers, True, True, "None (the dataset's state is in the workers' part)"),
+        (with_workers, False, True, "None (this dataset has no state_dict)"),
+    ]
+    for state, stateful, hold, expected in cases:
+        with pytest.raises(StateFieldError) as info:
+            PassCursor().restore(
+                state, IDENTITY, elastic=False, workers_hold_state=hold, stateful_dataset=stateful
+            )
+        assert (info.value.path, info.value.expected, info.value.got) == (
+            "dataset",
+            expected,
+            {"i": 1},
+        )
+    # Saved by a main process that produced, of a dataset with a state_dict: it is handed back.
+    dataset = PassCursor().restore(
+        plain, IDENTITY, elastic=False, workers_hold_state=False, stateful_dataset=True
+    )
+    assert dataset == {"i": 1}
+
+
+def test_restore_checks_the_worker_part_against_this_loaders_dataset_and_batches() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    part = workers_part(3)
+    part["workers"][0]["map"]["dataset"] = {"i": 1}
+    state = snapshot(cursor, 3, workers_hold_state=True, worker_state=lambda: part)
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=True, stateful_dataset=True)
+    assert resumed.take_resume_workers() == part
+    with pytest.raises(StateFieldError) as info:
+        PassCursor().restore(state, IDENTITY, elastic=False, workers_hold_state=True)
+    assert info.value.path == "workers.workers[0].map.dataset"
+    part["drawn"] = 5  # units drawn past the 4 batches of an epoch here
+    with pytest.raises(StateFieldError) as info:
+        PassCursor().restore(
+            state,
+            IDENTITY,
+            elastic=False,
+            workers_hold_state=True,
+            stateful_dataset=True,
+            batches=4,
+        )
+    assert (info.value.path, info.value.got) == ("workers.drawn", 5)
+
+
+def test_a_sharded_state_resumes_on_another_world_size_held_to_its_offset_not_position() -> None:
+    # 100 samples in batches of 10: 5 batches per rank on 2 ranks, 3 on 4. A finished
+    # pass saved on 2 ranks resumes on 4; on 2 it is held to the 3 batches given.
+    cursor = PassCursor()
+    cursor.begin_pass(0, 2)
+    saved_on_2 = {**IDENTITY, "world_size": 2, "sampler": "sharded"}
+    state = snapshot(cursor, 5, True, offset_after=lambda p, n: 20 * n, identity=saved_on_2)
+    on_4 = {**saved_on_2, "world_size": 4}
+    PassCursor().restore(state, on_4, elastic=True, workers_hold_state=False, batches=3)
+    with pytest.raises(StateFieldError) as info:
+        PassCursor().restore(state, saved_on_2, elastic=True, workers_hold_state=False, batches=3)
+    assert (info.value.path, info.value.got) == ("position", 5)
+
+
+def test_a_pass_takes_the_skipped_ranges_of_its_own_epoch() -> None:
+    cursor = PassCursor()
+    cursor.add_skips([(0, 2, 4), (1, 0, 1)])
+    assert cursor.begin_pass(0, 1).skipped == ((2, 4),)
+    assert cursor.begin_pass(0, 1).skipped == ((0, 1),)
+    assert cursor.begin_pass(0, 1).skipped == ()
+    assert snapshot(cursor)["skip"] == [[0, 2, 4], [1, 0, 1]]
+
+
+def test_a_snapshot_past_a_skipped_end_of_the_epoch_stands_at_its_end() -> None:
+    cursor = PassCursor()
+    cursor.add_skips([(0, 8, 20)])
+    cursor.begin_pass(0, 1)
+    progress = (8, False, [])
+    state = cursor.snapshot(
+        IDENTITY, lambda: progress, workers_hold_state=False, worker_state=_never, batches=10
+    )
+    assert state["position"] == 10
+
+
+def test_a_sharded_snapshot_counts_the_offset_from_where_the_pass_started() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 2)
+    state = snapshot(cursor, 3, offset_after=lambda p, n: p.offset + 20 * n)
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=True, workers_hold_state=False)
+    assert resumed.begin_pass(0, 2).start == 3
+    later = snapshot(resumed, 2, offset_after=lambda p, n: p.offset + 20 * n)
+    assert (later["position"], later["offset"]) == (5, 100)
+
+
+def test_end_workers_are_taken_only_outside_a_pass_s_batches() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+
+    def take(yielded: int, finished: bool) -> Any:
+        state = cursor.snapshot(
+            IDENTITY,
+            lambda: (yielded, finished, []),
+            workers_hold_state=False,
+            worker_state=_never,
+            end_workers=lambda: {"copies": 1},
+        )
+        return state["workers"]
+
+    assert take(0, False) == {"copies": 1}
+    assert take(10, True) == {"copies": 1}
+    assert take(3, False) is None
+
+
+def test_a_finished_pass_lists_no_out_of_order_positions() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    state = cursor.snapshot(
+        IDENTITY, lambda: (8, True, [9]), workers_hold_state=False, worker_state=_never
+    )
+    assert (state["finished"], state["done"]) == (True, [])
+
+
+def test_the_dataset_s_own_state_is_saved_only_where_no_worker_part_carries_it() -> None:
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+
+    def take(workers_hold_state: bool) -> Any:
+        return cursor.snapshot(
+            IDENTITY,
+            lambda: (3, False, []),
+            workers_hold_state=workers_hold_state,
+            worker_state=lambda: workers_part(3),
+            dataset_state=lambda: {"i": 3},
+        )["dataset"]
+
+    assert take(False) == {"i": 3}
+    assert take(True) is None
+
+
+def test_positions_handed_out_before_a_restore_are_walked_past_in_order() -> None:
+    # Restored at position 3 with 5 handed out already: the next tasks are 3, 4, 6, 7.
+    cursor = PassCursor()
+    cursor.begin_pass(0, 1)
+    state = cursor.snapshot(
+        IDENTITY, lambda: (3, False, [5]), workers_hold_state=False, worker_state=_never
+    )
+    assert (state["position"], state["done"]) == (3, [5])
+    resumed = PassCursor()
+    resumed.restore(state, IDENTITY, elastic=False, workers_hold_state=False)
+    resumed.begin_pass(0, 1)
+    for consumed, position in [(1, 4), (2, 6), (3, 7)]:
+        assert (snapshot(resumed, consumed)["position"], snapshot(resumed, consumed)["done"]) == (
+            position,
+            [5] if position < 5 else [],
+        )

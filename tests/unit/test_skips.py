@@ -63,35 +63,37 @@ def test_steps_to_batches_names_each_step_once(start: int, length: int, per_epoc
     assert covered(ranges) == {divmod(s, per_epoch) for s in range(start, start + length)}
 
 
+SKIP_EXPECTED = "a list of [epoch, start, stop] with start < stop, sorted and merged"
+
+
 @pytest.mark.parametrize(
-    ("skip", "path", "expected"),
+    ("skip", "path", "expected", "got"),
     [
-        (None, "skip", "a list of [epoch, start, stop] with start < stop, sorted and merged"),
-        ([[0, 1]], "skip[0]", "[epoch, start, stop]"),
-        ([[0, 2, 2]], "skip[0][2]", "an int in [3, 9223372036854775809)"),
-        ([[0, -1, 2]], "skip[0][1]", "an int in [0, 9223372036854775808)"),
-        ([[0, 1, True]], "skip[0][2]", "an int"),
-        (
-            [[0, 1, 3], [0, 3, 4]],
-            "skip",
-            "a list of [epoch, start, stop] with start < stop, sorted and merged",
-        ),
-        (
-            [[1, 1, 3], [0, 5, 6]],
-            "skip",
-            "a list of [epoch, start, stop] with start < stop, sorted and merged",
-        ),
+        (None, "skip", SKIP_EXPECTED, None),
+        ("0-1", "skip", SKIP_EXPECTED, "0-1"),
+        ([[0, 1]], "skip[0]", "[epoch, start, stop]", [0, 1]),
+        ([(0, 1, 2)], "skip[0]", "[epoch, start, stop]", (0, 1, 2)),
+        ([["0", 1, 2]], "skip[0][0]", "an int", "0"),
+        ([[2**32, 1, 2]], "skip[0][0]", "an int in [0, 4294967296)", 2**32),
+        ([[0, 2, 2]], "skip[0][2]", "an int in [3, 9223372036854775809)", 2),
+        ([[0, -1, 2]], "skip[0][1]", "an int in [0, 9223372036854775808)", -1),
+        ([[0, 1, True]], "skip[0][2]", "an int", True),
+        ([[0, 1, 3], [0, 3, 4]], "skip", SKIP_EXPECTED, [[0, 1, 3], [0, 3, 4]]),
+        ([[1, 1, 3], [0, 5, 6]], "skip", SKIP_EXPECTED, [[1, 1, 3], [0, 5, 6]]),
     ],
 )
-def test_a_damaged_skip_list_is_refused_by_its_path(skip: Any, path: str, expected: str) -> None:
+def test_a_damaged_skip_list_is_refused_by_its_path(
+    skip: Any, path: str, expected: str, got: Any
+) -> None:
     with pytest.raises(StateFieldError) as raised:
         check_fields({**TOP, "skip": skip}, batches=None, elastic=False)
-    assert raised.value.path == path
-    assert raised.value.expected == expected
+    assert (raised.value.path, raised.value.expected, raised.value.got) == (path, expected, got)
 
 
 def test_a_merged_skip_list_passes() -> None:
     check_fields({**TOP, "skip": [[0, 1, 3], [0, 4, 9], [2, 0, 1]]}, batches=None, elastic=False)
+    last = [[2**32 - 1, 2**63 - 1, 2**63]]  # the last epoch and the last position
+    check_fields({**TOP, "skip": last}, batches=None, elastic=False)
 
 
 def test_position_of_steps_over_skipped_ranges_and_positions_handed_out_before() -> None:

@@ -154,6 +154,13 @@ def test_missing_fields_are_named() -> None:
         loader().load_state_dict(state)
 
 
+def test_only_states_older_than_version_4_get_an_empty_skip_list() -> None:
+    state = {k: v for k, v in mid_epoch_state().items() if k != "skip"}
+    assert upgrade({**state, "version": 3, "sampler": "sequential"})["skip"] == []
+    with pytest.raises(StateVersionError, match=re.escape("(version 4) lacks fields ['skip']")):
+        upgrade({**state, "version": 4})
+
+
 def test_state_errors_are_value_errors() -> None:
     assert issubclass(StateVersionError, StateError)
     assert issubclass(StateError, ValueError)
@@ -256,6 +263,16 @@ def test_version_1_state_mid_way_through_a_shuffled_epoch_is_refused() -> None:
     for kind in ("sharded, shuffle", "shuffle(seed=3)"):
         with pytest.raises(StateVersionError, match=re.escape(f"shuffled sampler ({kind!r})")):
             upgrade({**state, "sampler": kind})
+
+
+def test_a_version_1_state_that_two_changes_affect_names_both() -> None:
+    state = version_1(mid_epoch_state(config=ONLY_TORCH))
+    with pytest.raises(StateVersionError) as info:
+        upgrade(state)
+    assert (
+        "would repeat some samples and skip others; and it was taken mid-way through epoch 0 "
+        "with torch reseeded; version 2 seeds torch below 2**63"
+    ) in str(info.value)
 
 
 def test_version_1_shuffled_state_at_an_epoch_boundary_loads() -> None:
@@ -502,6 +519,8 @@ TOP: dict[str, Any] = {
 
 
 GLOBALS_EXPECTED = "a sorted list of names from ['numpy', 'random', 'torch']"
+PASS_EXPECTED = "[0, 0] (the state's pass) or an earlier pass"
+DONE_ONLY_OUT_OF_ORDER = "[] (only a map-style pass delivered out of order has some)"
 INT0 = "an int in [0, inf)"
 AS_WRITTEN = "RNG state as state_dict() writes it"
 NUMPY_STATE = "a numpy " + AS_WRITTEN
@@ -559,6 +578,17 @@ def refused(call: Any, *args: Any, **kwargs: Any) -> StateFieldError:
         ({"offset": 101}, "offset", "an int in [0, 101)"),
         ({"offset": -1, "dataset_length": None}, "offset", "an int in [0, inf)"),
         ({"offset": 0, "finished": True}, "offset", "None once the pass finished"),
+        ({"reseed_globals": 5}, "reseed_globals", GLOBALS_EXPECTED),
+        ({"reseed_globals": [["numpy"]]}, "reseed_globals", GLOBALS_EXPECTED),
+        ({"done": "5"}, "done", "a list of ints"),
+        ({"done": [True]}, "done", "a list of ints"),
+        ({"done": [6, 5]}, "done", "increasing positions after position 4"),
+        ({"done": [6, 6]}, "done", "increasing positions after position 4"),
+        ({"done": [4, 6]}, "done", "increasing positions after position 4"),
+        *(
+            ({"done": [6], **other}, "done", DONE_ONLY_OUT_OF_ORDER)
+            for other in ({"finished": True}, {"workers": {}}, {"offset": 10})
+        ),
     ],
 )
 def test_each_wrong_top_level_field_is_refused_by_name(
@@ -592,6 +622,27 @@ def test_fields_at_the_edges_of_their_range_pass(changes: dict[str, Any]) -> Non
     check_fields({**TOP, **changes}, batches=None, elastic=False)
 
 
+def test_done_positions_must_be_below_the_batches_of_an_epoch_here() -> None:
+    check_fields({**TOP, "done": [6, 8]}, batches=9, elastic=False)
+    error = refused(check_fields, {**TOP, "done": [6, 9]}, batches=9, elastic=False)
+    assert (error.path, error.expected, error.got) == (
+        "done",
+        "positions below 9, the batches of an epoch here",
+        [6, 9],
+    )
+
+
+def test_a_sharded_state_needs_an_offset_until_its_pass_finished() -> None:
+    error = refused(check_fields, TOP, batches=None, elastic=True)
+    assert (error.path, error.expected) == (
+        "offset",
+        "an int (shard=True: where the pass is in the epoch's order)",
+    )
+    assert "state field offset must be an int (shard=True: where the pass is" in str(error)
+    check_fields({**TOP, "offset": 40}, batches=None, elastic=True)
+    check_fields({**TOP, "position": 5, "finished": True}, batches=None, elastic=True)
+
+
 def test_the_position_must_fit_the_batches_of_an_epoch_here() -> None:
     for finished in (False, True):
         check_fields({**TOP, "position": 10, "finished": finished}, batches=10, elastic=False)
@@ -622,6 +673,9 @@ def test_an_elastic_state_from_another_world_size_is_not_held_to_this_ranks_batc
     check_fields(saved, batches=3, elastic=True, world_size=4)
     with pytest.raises(StateFieldError, match="state field position must be at most 3"):
         check_fields(saved, batches=3, elastic=True, world_size=2)
+    # Without a world size given, the state's own is this loader's.
+    with pytest.raises(StateFieldError, match="state field position must be at most 3"):
+        check_fields(saved, batches=3, elastic=True)
 
 
 @pytest.fixture(scope="module")
@@ -706,6 +760,22 @@ MAP_CASES: list[tuple[str, Any, str, str, Any]] = [
     ("workers.workers[0].ended", None, "workers.workers[0].ended", "True or False", None),
     ("workers.workers[0].map", None, "workers.workers[0]", ONE_OF, {"map": None, "iterable": None}),
     ("workers.workers[0].map.dataset", DELETE, "workers.workers[0].map", DICT_MAP, ["stream"]),
+    (
+        "workers.workers[0].map.dataset",
+        {"i": 1},
+        "workers.workers[0].map.dataset",
+        "None (this dataset has no state_dict)",
+        {"i": 1},
+    ),
+    (f"{STREAM}.stream", [0, -1], f"{STREAM}.stream", PASS_EXPECTED, [0, -1]),
+    (f"{STREAM}.stream", [0, False], f"{STREAM}.stream", PASS_EXPECTED, [0, False]),
+    (
+        STREAM,
+        None,
+        STREAM,
+        "the stream of pass [0, 0] (worker 0 produced a batch of it)",
+        None,
+    ),
     (f"{STREAM}.rng", DELETE, STREAM, DICT_STREAM, ["attributes", "globals", "stream"]),
     (
         f"{STREAM}.stream",
@@ -966,6 +1036,94 @@ def test_check_compatible_advises_on_worker_state_and_distributed_samplers() -> 
     assert "(rank, world size and num_workers must match" in str(info.value)
 
 
+def test_units_drawn_stop_at_the_batches_of_an_epoch_and_below_2_to_the_63(
+    worker_scope_state: dict[str, Any],
+) -> None:
+    # drawn counts the units the sampler handed the workers: at most every batch of
+    # the epoch, whatever it is, and below islice's limit where it is not known.
+    state = copy.deepcopy(worker_scope_state)
+    for drawn in (2, 9):
+        state["workers"]["drawn"] = drawn
+        check_workers(state["workers"], state, batches=9)
+    state["workers"]["drawn"] = 10
+    error = refused(check_workers, state["workers"], state, batches=9)
+    assert (error.path, error.expected, error.got) == ("workers.drawn", "an int in [2, 10)", 10)
+    state["workers"]["drawn"] = 2**63 - 1
+    check_workers(state["workers"], state)
+    state["workers"]["drawn"] = 2**63
+    error = refused(check_workers, state["workers"], state)
+    assert (error.path, error.expected, error.got) == ("workers.drawn", "below 2**63", 2**63)
+    assert "state field workers.drawn must be below 2**63, got" in str(error)
+
+
+def test_a_snapshot_before_any_batch_needs_no_stream_from_the_workers_that_produced_since(
+    worker_scope_state: dict[str, Any],
+) -> None:
+    # since_snapshot batches are replayed from the workers' snapshot, taken before
+    # them: a worker that produced only those need not hold the pass's stream yet.
+    state = _edit(worker_scope_state, STREAM, None)
+    state["workers"]["since_snapshot"] = 2
+    check_workers(state["workers"], state)
+    state["workers"]["since_snapshot"] = 1
+    _check_refused(
+        state, STREAM, "the stream of pass [0, 0] (worker 0 produced a batch of it)", None
+    )
+
+
+def test_an_iterable_datasets_units_drawn_may_be_any_count(iterable_state: dict[str, Any]) -> None:
+    # Its sampler is an endless constant one: nothing skips it, so no least count.
+    state = _edit(iterable_state, "workers.drawn", 0)
+    assert check_workers(state["workers"], state)["drawn"] == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "pulls", "expected"),
+    [
+        ({}, 2, "at most 2 in all (1 batches of 2)"),
+        ({"yielded": 0, "failed": 1}, 2, "at most 2 in all (1 batches of 2)"),
+        ({"batch_size": None}, 1, "at most 1 in all (1 batches of 1)"),
+    ],
+)
+def test_an_iterable_datasets_workers_pulled_at_most_a_batch_for_each_batch_consumed(
+    iterable_state: dict[str, Any], changes: dict[str, Any], pulls: int, expected: str
+) -> None:
+    state = copy.deepcopy(iterable_state)
+    if "batch_size" in changes:
+        state["batch_size"] = changes.pop("batch_size")
+    state["workers"].update(changes)
+    state["workers"]["workers"][0]["iterable"]["position"] = pulls
+    check_workers(state["workers"], state)
+    state["workers"]["workers"][0]["iterable"]["position"] = pulls + 1
+    _check_refused(state, "workers.workers[].iterable.position", expected, [pulls + 1])
+
+
+def test_an_iterable_part_holds_the_datasets_state_only_where_it_has_one(
+    iterable_state: dict[str, Any],
+) -> None:
+    state = _edit(iterable_state, f"{ITERABLE}.kind", "dataset")
+    check_workers(state["workers"], state, stateful_dataset=True)
+    _check_refused(
+        state, f"{ITERABLE}.kind", "not 'dataset' (this dataset has no state_dict)", "dataset"
+    )
+
+
+def test_a_worker_scope_stream_of_an_iterable_part_is_checked_as_a_map_parts_is(
+    worker_scope_state: dict[str, Any], iterable_state: dict[str, Any]
+) -> None:
+    # A stateful iterable dataset in worker scope: its part carries the unit's stream.
+    stream = copy.deepcopy(worker_scope_state["workers"]["workers"][0]["map"]["stream"])
+    state = _edit(iterable_state, f"{ITERABLE}.kind", "iterator")
+    state["rng_scope"] = "worker"
+    state["workers"]["workers"][0]["iterable"]["stream"] = stream
+    check_workers(state["workers"], state)
+    error = refused(check_workers, state["workers"], state, dataset_rngs=("gen", "aug"))
+    assert (error.path, error.expected, error.got) == (
+        f"{ITERABLE}.stream.attributes",
+        "a state for each RNG object on the dataset (missing: ['aug', 'gen'])",
+        sorted(stream["attributes"]),  # the paths it has a state for
+    )
+
+
 def test_units_drawn_count_the_failed_ones_too(worker_scope_state: dict[str, Any]) -> None:
     state = copy.deepcopy(worker_scope_state)
     state["workers"].update(yielded=1, failed=1, drawn=2)
@@ -1116,13 +1274,42 @@ def test_a_pass_ends_worker_part_is_checked(
     assert (error.path, error.expected) == (path, expected)
 
 
+def test_a_second_load_replaces_the_first_wholly() -> None:
+    # A mid-epoch state, then one taken before an epoch's first batch that carries the
+    # persistent workers' copies: the loader stands where the second one says.
+    def make() -> ReproLoader[Any]:
+        return ReproLoader(
+            Curriculum(8), batch_size=2, num_workers=2, persistent_workers=True, seed=0
+        )
+
+    source = make()
+    it = iter(source)
+    next(it), next(it)
+    mid = source.state_dict()
+    list(it)
+    it = iter(source)
+    before_first = source.state_dict()
+    assert (before_first["position"], before_first["epoch"]) == (0, 1)
+    assert before_first["workers"] is not None
+    rest = [b.tolist() for b in it]
+    loader = make()
+    loader.load_state_dict(mid)
+    loader.load_state_dict(before_first)
+    assert loader.state_dict() == before_first  # was position 2, the first state's
+    assert [b.tolist() for b in loader] == rest
+
+
 def test_a_pass_ends_worker_part_without_workers_is_refused(end_state: dict[str, Any]) -> None:
     state = copy.deepcopy(end_state)
     state["num_workers"] = state["workers"]["processes"] = 0
     state["workers"].update(base_seed=None, last_worker=None)
     state["workers"]["workers"] = state["workers"]["workers"][:1]
     error = refused(check_workers, state["workers"], state, stateful_dataset=True)
-    assert error.path == "workers.ended"
+    assert (error.path, error.expected, error.got) == (
+        "workers.ended",
+        "False with num_workers=0 (no workers keep copies)",
+        True,
+    )
 
 
 def test_a_dataset_state_its_own_load_state_dict_rejects_is_refused_by_name() -> None:
