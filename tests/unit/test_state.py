@@ -1088,9 +1088,8 @@ def test_an_iterable_datasets_workers_pulled_at_most_a_batch_for_each_batch_cons
     iterable_state: dict[str, Any], changes: dict[str, Any], pulls: int, expected: str
 ) -> None:
     state = copy.deepcopy(iterable_state)
-    if "batch_size" in changes:
-        state["batch_size"] = changes.pop("batch_size")
-    state["workers"].update(changes)
+    state["batch_size"] = changes.get("batch_size", state["batch_size"])
+    state["workers"].update({k: v for k, v in changes.items() if k != "batch_size"})
     state["workers"]["workers"][0]["iterable"]["position"] = pulls
     check_workers(state["workers"], state)
     state["workers"]["workers"][0]["iterable"]["position"] = pulls + 1
