@@ -1070,6 +1070,18 @@ def test_a_snapshot_before_any_batch_needs_no_stream_from_the_workers_that_produ
     )
 
 
+def test_a_worker_that_produced_must_hold_this_pass_s_stream_not_an_earlier_one(
+    worker_scope_state: dict[str, Any],
+) -> None:
+    # Worker 0 produced a batch of pass [0, 1], yet holds the stream of pass [0, 0]:
+    # a stream an idle persistent worker may hold, but not one that produced.
+    state = {**copy.deepcopy(worker_scope_state), "serial": 1}
+    stream = state["workers"]["workers"][0]["map"]["stream"]
+    _check_refused(
+        state, STREAM, "the stream of pass [0, 1] (worker 0 produced a batch of it)", stream
+    )
+
+
 def test_an_iterable_datasets_units_drawn_may_be_any_count(iterable_state: dict[str, Any]) -> None:
     # Its sampler is an endless constant one: nothing skips it, so no least count.
     state = _edit(iterable_state, "workers.drawn", 0)
