@@ -30,7 +30,7 @@ import platform
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -167,10 +167,9 @@ def _bytes(h: Any, array: np.ndarray[Any, Any], sampled: bool) -> None:
     if not sampled or array.nbytes <= FULL_BYTES:
         h.update(array)  # its memory, through the buffer protocol
         return
-    data = array.reshape(-1).view(np.uint8)
+    data = np.frombuffer(array, np.uint8)  # its bytes, as one view
     rows = data.size // _BLOCK
-    blocks = data[: rows * _BLOCK].reshape(rows, _BLOCK)
-    h.update(np.ascontiguousarray(blocks[:: rows // BLOCKS]))
+    h.update(data[: rows * _BLOCK].reshape(rows, _BLOCK)[:: rows // BLOCKS].copy())
     h.update(data[(rows - 1) * _BLOCK :])
 
 
@@ -183,10 +182,17 @@ def _tensor_bytes(value: torch.Tensor) -> np.ndarray[Any, Any]:
     return tensor.reshape(-1).view(torch.uint8).numpy()
 
 
+@lru_cache(maxsize=256)
+def _tensor_tag(dtype: torch.dtype, shape: torch.Size) -> bytes:
+    # Formatting a dtype and a shape costs more than the lookup on a batch's cold
+    # caches; a run's batches have a few shapes.
+    return f"T{dtype}{tuple(shape)}".encode()
+
+
 def _feed(h: Any, value: Any, sampled: bool) -> None:
     # Tags keep structures apart: [a, b] and (a, b) and {0: a, 1: b} digest differently.
     if isinstance(value, torch.Tensor):
-        h.update(f"T{value.dtype}{tuple(value.shape)}".encode())
+        h.update(_tensor_tag(value.dtype, value.shape))
         try:  # a CPU tensor of a numpy dtype, without grad: its memory, no copy
             array = value.numpy()
         except (TypeError, RuntimeError):
@@ -233,12 +239,20 @@ def _plain(index: Any) -> Any:
     return repr(index)
 
 
+_INT: Final = frozenset({int})
+
+
 def digest_indices(indices: Any) -> tuple[str, str]:
     """``(digest, json)`` of a unit's indices: the digest is of that JSON text."""
-    try:  # plain ints (the usual case) need no conversion
-        text = json.dumps(indices, separators=(",", ":"))
-    except TypeError:  # numpy integers, tensors, other keys
-        text = json.dumps(_plain(indices), separators=(",", ":"))
+    if type(indices) is list and set(map(type, indices)) <= _INT:
+        # A list of plain ints (the usual case): json.dumps's text, without its
+        # encoder's set-up, which costs more than the text on a batch's cold caches.
+        text = f"[{','.join(map(str, indices))}]"
+    else:
+        try:
+            text = json.dumps(indices, separators=(",", ":"))
+        except TypeError:  # numpy integers, tensors, other keys
+            text = json.dumps(_plain(indices), separators=(",", ":"))
     return str(_xxhash().xxh3_128_hexdigest(text.encode())), text
 
 

@@ -9,12 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import xxhash
+from hypothesis import given
+from hypothesis import strategies as st
 from torch.utils.data import Dataset
 
 import reproloader
 from reproloader import Ledger, ReproLoader, cli, diff_ledgers
 from reproloader._diagnose.experiments import rebuild
-from reproloader._runtime.ledger import FULL_BYTES, digest_batch
+from reproloader._runtime.ledger import FULL_BYTES, digest_batch, digest_indices
 from reproloader.ledger import read_ledger
 
 
@@ -184,6 +187,20 @@ def test_digest_sees_dtype_shape_structure_and_every_byte_of_small_tensors() -> 
     assert len(seen) == 8
     assert digest_batch(x) == digest_batch(torch.arange(12, dtype=torch.float32))
     assert digest_batch(x[::2]) == digest_batch(x[::2].contiguous())
+
+
+_INDEX = st.one_of(st.integers(), st.booleans(), st.integers(-5, 5).map(np.int64))
+
+
+@given(st.one_of(st.lists(_INDEX), st.lists(st.lists(st.integers(), max_size=3)), st.integers()))
+def test_indices_text_is_json_and_the_digest_is_of_that_text(indices: Any) -> None:
+    # Lists of plain ints take a fast path; every path must write what json.dumps
+    # writes of the indices as Python values.
+    digest, text = digest_indices(indices)
+    if isinstance(indices, list):
+        indices = [int(i) if isinstance(i, np.integer) else i for i in indices]
+    assert text == json.dumps(indices, separators=(",", ":"))
+    assert digest == xxhash.xxh3_128_hexdigest(text.encode())
 
 
 def test_sampled_digest_sees_a_changed_block_but_may_miss_one_value() -> None:
