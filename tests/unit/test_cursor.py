@@ -617,13 +617,19 @@ def test_a_state_made_with_its_iterator_before_its_first_batch_resumes_its_worke
     assert resumed.take_resume_workers() == workers_part(0)
 
 
-def test_a_mid_pass_worker_state_is_resumed_from_and_never_kept_as_copies() -> None:
+def _mid_pass_state() -> tuple[dict[str, Any], dict[str, Any]]:
+    """A state after 3 batches of a pass whose 2 workers hold state, and the workers' part."""
     cursor = PassCursor()
     cursor.begin_pass(0, 1)
     part = workers_part(3, processes=2)
     state = snapshot(
         cursor, 3, workers_hold_state=True, worker_state=lambda: part, identity=WORKERS_2
     )
+    return state, part
+
+
+def test_a_mid_pass_worker_state_is_resumed_from_and_never_kept_as_copies() -> None:
+    state, part = _mid_pass_state()
     resumed = PassCursor()
     resumed.restore(state, WORKERS_2, elastic=False, workers_hold_state=True, keeps_copies=True)
     assert resumed.take_copies() is None
@@ -633,15 +639,7 @@ def test_a_mid_pass_worker_state_is_resumed_from_and_never_kept_as_copies() -> N
 def test_a_restore_forgets_the_worker_state_of_an_earlier_restore() -> None:
     # A position-0 state with copies restored after a mid-pass one: its snapshot is
     # itself, not the earlier state's position.
-    cursor = PassCursor()
-    cursor.begin_pass(0, 1)
-    mid = snapshot(
-        cursor,
-        3,
-        workers_hold_state=True,
-        worker_state=lambda: workers_part(3, processes=2),
-        identity=WORKERS_2,
-    )
+    mid, _ = _mid_pass_state()
     start = _copies_state(0)
     resumed = PassCursor()
     resumed.restore(mid, WORKERS_2, elastic=False, workers_hold_state=True, keeps_copies=True)
